@@ -1,0 +1,165 @@
+package engine
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"sync/atomic"
+	"time"
+)
+
+// Target is one dialable backend address chosen by a Policy.
+//
+// Addr is already resolved: engines never do DNS. Name is the backend as
+// configured ("host:port"), for logs. Ref is opaque to the engine; the policy
+// gets it back in DialResult and Closed (it is typically a pointer to the
+// policy's own per-backend state, so boxing it does not allocate).
+type Target struct {
+	Addr netip.AddrPort
+	Name string
+	Ref  any
+}
+
+// ConnInfo describes one accepted client connection. The engine fills ID,
+// Client, Local and Accepted before calling Admit; Backend is set by the
+// engine once a connect succeeded. PolicyState belongs to the Policy from
+// Admit to Closed (failover bookkeeping); the engine never reads it.
+type ConnInfo struct {
+	ID       uint64
+	Client   netip.AddrPort
+	Local    netip.AddrPort
+	Accepted time.Time
+	Backend  Target
+
+	PolicyState any
+}
+
+// CloseReason says why a proxied connection ended.
+type CloseReason string
+
+// Close reasons, as they appear in the access log (`reason` key).
+const (
+	// CloseDone: both directions finished with a FIN (the normal end).
+	CloseDone CloseReason = "done"
+	// CloseClientReset: the client reset the connection (or a write to it failed).
+	CloseClientReset CloseReason = "client_reset"
+	// CloseBackendReset: the backend reset the connection (or a write to it failed).
+	CloseBackendReset CloseReason = "backend_reset"
+	// CloseIdleTimeout: no byte moved in either direction for the idle timeout.
+	CloseIdleTimeout CloseReason = "idle_timeout"
+	// CloseNoBackend: every backend the policy offered failed to connect.
+	CloseNoBackend CloseReason = "all_backends_unavailable"
+	// CloseDrained: still open when the drain deadline passed, or force-closed.
+	CloseDrained CloseReason = "drain_timeout"
+	// CloseError: a local error (e.g. out of file descriptors while connecting).
+	CloseError CloseReason = "error"
+)
+
+// CloseInfo is reported once per admitted connection, when it is closed.
+type CloseInfo struct {
+	// Backend is the connected backend; zero when no connect succeeded.
+	Backend Target
+	// BytesIn counts client→backend payload bytes (PROXY header excluded),
+	// BytesOut backend→client.
+	BytesIn, BytesOut int64
+	Reason            CloseReason
+	Duration          time.Duration
+}
+
+// Policy is everything an engine asks the upper layers. Implementations are
+// goroutine-safe and never block: engines call them from event loops.
+//
+// For every connection the engine calls Admit once. If Admit returns false the
+// engine resets the client (SO_LINGER 0) and calls nothing else. If it returns
+// true the engine calls Pick (attempt 0, 1, ...) and DialResult after each
+// connect until one succeeds or Pick returns false, and finally Closed exactly
+// once.
+type Policy interface {
+	Admit(c *ConnInfo) bool
+	Pick(c *ConnInfo, attempt int) (Target, bool)
+	DialResult(c *ConnInfo, t Target, err error, rtt time.Duration)
+	Closed(c *ConnInfo, s CloseInfo)
+}
+
+// ProxyProtocol selects the PROXY protocol header sent to backends.
+type ProxyProtocol uint8
+
+// PROXY protocol versions.
+const (
+	ProxyOff ProxyProtocol = iota
+	ProxyV1
+	ProxyV2
+)
+
+// Tunables are the engine-owned settings that a reload may change. Engines
+// read them once per connection (timeouts are fixed for a connection's life
+// from the moment they are read) via Options.Tunables.Load().
+type Tunables struct {
+	ConnectTimeout time.Duration // per connect attempt
+	IdleTimeout    time.Duration // no byte in either direction; 0 = none
+	ProxyProtocol  ProxyProtocol
+}
+
+// TunableStore holds the current Tunables; Store is called on reload.
+type TunableStore struct{ p atomic.Pointer[Tunables] }
+
+// NewTunableStore returns a store holding t.
+func NewTunableStore(t Tunables) *TunableStore {
+	s := &TunableStore{}
+	s.Store(t)
+	return s
+}
+
+// Load returns the current tunables. Never nil once stored.
+func (s *TunableStore) Load() *Tunables { return s.p.Load() }
+
+// Store replaces the tunables.
+func (s *TunableStore) Store(t Tunables) { s.p.Store(&t) }
+
+// Options configure one engine instance: one listening address.
+type Options struct {
+	// Listen is the address to bind (port 0 picks a free port; see Addr).
+	Listen netip.AddrPort
+	// Backlog is the listen(2) backlog; 0 means the kernel maximum (somaxconn).
+	Backlog int
+	// Loops is the number of event loops (gnet engine only); 0 means GOMAXPROCS.
+	Loops int
+	// Tunables is shared with the runtime; required.
+	Tunables *TunableStore
+	// Logger receives the engine's own log lines; nil discards them.
+	Logger *slog.Logger
+}
+
+// Stats are lock-free counters of one engine since Start.
+type Stats struct {
+	Accepted uint64 // connections accepted and admitted
+	Rejected uint64 // connections reset at admission (overload or fd headroom)
+	Active   uint64 // connections open now (connecting or relaying)
+	BytesIn  uint64 // client→backend bytes relayed
+	BytesOut uint64 // backend→client bytes relayed
+}
+
+// Engine accepts client connections on one address and relays each to a
+// backend chosen by the Policy.
+type Engine interface {
+	// Start binds the listener(s) and starts serving. It returns an error
+	// (wrapping ErrAddrInUse when the address is taken) without leaving
+	// anything running if any bind fails.
+	Start(ctx context.Context) error
+	// Addr is the bound address (useful when Options.Listen had port 0).
+	Addr() netip.AddrPort
+	// Drain stops accepting at once (new connections are refused), lets open
+	// connections finish until ctx is done, then closes the rest. It returns
+	// when every connection is closed.
+	Drain(ctx context.Context) error
+	// Close stops accepting and force-closes every connection at once.
+	Close() error
+	// Stats returns the counters.
+	Stats() Stats
+	// Done yields one value and is closed if the engine stops serving on its
+	// own (a listener died). It never fires after Drain or Close was called.
+	Done() <-chan error
+}
+
+// Factory builds an engine. Engine packages export one as `New`.
+type Factory func(opts Options, p Policy) (Engine, error)

@@ -1,0 +1,78 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestClassify(t *testing.T) {
+	refused := &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}
+	tests := []struct {
+		name string
+		err  error
+		want FailReason
+	}{
+		{"nil", nil, FailOther},
+		{"refused", refused, FailRefused},
+		{"wrapped refused", fmt.Errorf("backend a: %w", refused), FailRefused},
+		{"sentinel timeout", fmt.Errorf("x: %w", ErrConnectTimeout), FailTimeout},
+		{"deadline", os.ErrDeadlineExceeded, FailTimeout},
+		{"context", context.DeadlineExceeded, FailTimeout},
+		{"etimedout", syscall.ETIMEDOUT, FailTimeout},
+		{"unreachable", syscall.EHOSTUNREACH, FailOther},
+		{"other", errors.New("boom"), FailOther},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := Classify(tt.err); got != tt.want {
+				t.Fatalf("Classify(%v) = %v, want %v", tt.err, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestClassifyRealDialTimeout(t *testing.T) {
+	// A dial that cannot finish in time must classify as timeout. 10.255.255.1
+	// is not used: tests never send traffic off loopback. A listener with a
+	// full backlog is not reliable either, so use an already-expired context.
+	ctx, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel()
+	var d net.Dialer
+	_, err := d.DialContext(ctx, "tcp", "127.0.0.1:1")
+	if err == nil {
+		t.Fatal("dial with expired context succeeded")
+	}
+	if got := Classify(err); got != FailTimeout {
+		t.Fatalf("Classify(%v) = %v, want timeout", err, got)
+	}
+}
+
+func TestClassifyRealRefused(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	_, err = net.DialTimeout("tcp", addr, time.Second)
+	if err == nil {
+		t.Skip("port was reused by another process")
+	}
+	if got := Classify(err); got != FailRefused {
+		t.Fatalf("Classify(%v) = %v, want refused", err, got)
+	}
+}
+
+func TestFailReasonString(t *testing.T) {
+	for r, want := range map[FailReason]string{FailOther: "other", FailTimeout: "timeout", FailRefused: "refused"} {
+		if r.String() != want {
+			t.Errorf("%d.String() = %q, want %q", r, r.String(), want)
+		}
+	}
+}

@@ -1,0 +1,12 @@
+// Package enginetest is the conformance suite every bal engine passes. An
+// engine package runs it from a _test.go file:
+//
+//	func TestConformance(t *testing.T) { enginetest.Run(t, mypkg.New) }
+//
+// The suite drives the engine over loopback with real sockets: byte-exact
+// relay of 0 B to 64 MiB in both directions, half-close both ways, reset
+// propagation, the real idle timeout, bounded memory under a stalled reader,
+// connect failover and timeouts, admission limits, drain, PROXY headers and
+// goroutine leaks. It also exports the helpers it uses (a scripted Policy,
+// backends, address helpers) for engine-specific tests.
+package enginetest

@@ -1,0 +1,127 @@
+package enginetest
+
+import (
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/bal-lb/bal/engine"
+)
+
+// Policy is a scripted engine.Policy: round robin over Targets, each
+// connection tries every target once (starting at the round-robin position),
+// optional admission limit. It records every dial and close.
+type Policy struct {
+	// MaxConns > 0 makes Admit refuse beyond that many open connections.
+	MaxConns int64
+
+	mu      sync.Mutex
+	targets []netip.AddrPort
+	dials   []Dial
+
+	rr       atomic.Uint64
+	active   atomic.Int64
+	admitted atomic.Int64
+	refused  atomic.Int64
+	closed   chan Closed
+}
+
+// Dial is one recorded connect attempt.
+type Dial struct {
+	Target netip.AddrPort
+	Err    error
+	Reason engine.FailReason // meaningful when Err != nil
+}
+
+// Closed is one recorded Closed call.
+type Closed struct {
+	Conn engine.ConnInfo
+	Info engine.CloseInfo
+}
+
+var _ engine.Policy = (*Policy)(nil)
+
+// NewPolicy returns a policy over targets.
+func NewPolicy(targets ...netip.AddrPort) *Policy {
+	return &Policy{targets: targets, closed: make(chan Closed, 1<<14)}
+}
+
+// SetTargets replaces the target list.
+func (p *Policy) SetTargets(targets ...netip.AddrPort) {
+	p.mu.Lock()
+	p.targets = targets
+	p.mu.Unlock()
+}
+
+// Admit implements engine.Policy.
+func (p *Policy) Admit(c *engine.ConnInfo) bool {
+	if n := p.active.Add(1); p.MaxConns > 0 && n > p.MaxConns {
+		p.active.Add(-1)
+		p.refused.Add(1)
+		return false
+	}
+	p.admitted.Add(1)
+	return true
+}
+
+// Pick implements engine.Policy.
+func (p *Policy) Pick(c *engine.ConnInfo, attempt int) (engine.Target, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := len(p.targets)
+	if attempt >= n {
+		return engine.Target{}, false
+	}
+	if attempt == 0 {
+		c.PolicyState = int(p.rr.Add(1) - 1)
+	}
+	start, _ := c.PolicyState.(int)
+	a := p.targets[(start+attempt)%n]
+	return engine.Target{Addr: a, Name: a.String()}, true
+}
+
+// DialResult implements engine.Policy.
+func (p *Policy) DialResult(c *engine.ConnInfo, t engine.Target, err error, rtt time.Duration) {
+	p.mu.Lock()
+	p.dials = append(p.dials, Dial{Target: t.Addr, Err: err, Reason: engine.Classify(err)})
+	p.mu.Unlock()
+}
+
+// Closed implements engine.Policy.
+func (p *Policy) Closed(c *engine.ConnInfo, s engine.CloseInfo) {
+	p.active.Add(-1)
+	select {
+	case p.closed <- Closed{Conn: *c, Info: s}:
+	default:
+	}
+}
+
+// Dials returns the recorded connect attempts.
+func (p *Policy) Dials() []Dial {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]Dial(nil), p.dials...)
+}
+
+// Active is the number of admitted connections not yet Closed.
+func (p *Policy) Active() int64 { return p.active.Load() }
+
+// Admitted is the number of Admit calls that returned true.
+func (p *Policy) Admitted() int64 { return p.admitted.Load() }
+
+// Refused is the number of Admit calls that returned false.
+func (p *Policy) Refused() int64 { return p.refused.Load() }
+
+// WaitClosed returns the next Closed record, failing t after timeout.
+func (p *Policy) WaitClosed(t testing.TB, timeout time.Duration) Closed {
+	t.Helper()
+	select {
+	case c := <-p.closed:
+		return c
+	case <-time.After(timeout):
+		t.Fatalf("no connection reported Closed within %v", timeout)
+		return Closed{}
+	}
+}

@@ -1,0 +1,18 @@
+package stdengine
+
+import (
+	"testing"
+
+	"github.com/bal-lb/bal/engine"
+	"github.com/bal-lb/bal/engine/enginetest"
+)
+
+func TestConformance(t *testing.T) { enginetest.Run(t, New) }
+
+// TestConformanceBufferCopy runs the suite with the userspace copy that macOS
+// uses, so that path is tested on Linux CI as well.
+func TestConformanceBufferCopy(t *testing.T) {
+	enginetest.Run(t, func(o engine.Options, p engine.Policy) (engine.Engine, error) {
+		return newEngine(o, p, bufferCopier{}), nil
+	})
+}

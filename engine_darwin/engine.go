@@ -1,0 +1,230 @@
+package stdengine
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/bal-lb/bal/engine"
+)
+
+// Engine is the portable engine. Create it with New.
+type Engine struct {
+	opts   engine.Options
+	policy engine.Policy
+	log    *slog.Logger
+	copier copier
+
+	ln     *net.TCPListener
+	addr   netip.AddrPort
+	nextID atomic.Uint64
+
+	// dialCtx is cancelled by Close and at the drain deadline, aborting connects.
+	dialCtx    context.Context
+	cancelDial context.CancelFunc
+
+	mu      sync.Mutex
+	pairs   map[*pair]struct{}
+	stopped bool          // Drain or Close called
+	idle    chan struct{} // closed when pairs becomes empty after stopped
+
+	conns     sync.WaitGroup // connection goroutines
+	acceptEnd chan struct{}
+	done      chan error
+
+	rejects engine.RejectLog
+	stats   struct{ accepted, rejected, active, bytesIn, bytesOut atomic.Uint64 }
+}
+
+var _ engine.Engine = (*Engine)(nil)
+
+// New returns an engine; it does not bind until Start. It satisfies engine.Factory.
+func New(opts engine.Options, p engine.Policy) (engine.Engine, error) {
+	return newEngine(opts, p, defaultCopier), nil
+}
+
+func newEngine(opts engine.Options, p engine.Policy, c copier) *Engine {
+	if opts.Tunables == nil {
+		opts.Tunables = engine.NewTunableStore(engine.Tunables{ConnectTimeout: 5 * time.Second})
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("engine", "std")
+	e := &Engine{
+		opts:      opts,
+		policy:    p,
+		log:       log,
+		copier:    c,
+		pairs:     make(map[*pair]struct{}),
+		idle:      make(chan struct{}),
+		acceptEnd: make(chan struct{}),
+		done:      make(chan error, 1),
+	}
+	e.rejects.Logger = log
+	e.dialCtx, e.cancelDial = context.WithCancel(context.Background())
+	return e
+}
+
+// Start binds the listener and starts accepting.
+func (e *Engine) Start(ctx context.Context) error {
+	ln, err := listen(ctx, e.opts.Listen, e.opts.Backlog)
+	if err != nil {
+		return err
+	}
+	e.ln = ln
+	e.addr = ln.Addr().(*net.TCPAddr).AddrPort()
+	go e.acceptLoop()
+	e.log.Info("listening", "address", e.addr.String(), "backlog", e.opts.Backlog)
+	return nil
+}
+
+// Addr returns the bound address.
+func (e *Engine) Addr() netip.AddrPort { return e.addr }
+
+// Done never fires for this engine: its accept loop backs off on every error
+// and only ends when the listener is closed by Drain or Close.
+func (e *Engine) Done() <-chan error { return e.done }
+
+// Stats returns the counters.
+func (e *Engine) Stats() engine.Stats {
+	return engine.Stats{
+		Accepted: e.stats.accepted.Load(),
+		Rejected: e.stats.rejected.Load(),
+		Active:   e.stats.active.Load(),
+		BytesIn:  e.stats.bytesIn.Load(),
+		BytesOut: e.stats.bytesOut.Load(),
+	}
+}
+
+func (e *Engine) acceptLoop() {
+	defer close(e.acceptEnd)
+	var backoff time.Duration
+	for {
+		c, err := e.ln.AcceptTCP()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// EMFILE, ENFILE, ENOBUFS...: the listener still works once
+			// the pressure ends. Back off instead of spinning.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			e.rejects.Note("accept_error", time.Now())
+			e.log.Debug("accept failed", "error", err, "backoff_ms", backoff.Milliseconds())
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		e.admit(c)
+	}
+}
+
+func (e *Engine) admit(c *net.TCPConn) {
+	now := time.Now()
+	ci := &engine.ConnInfo{
+		ID:       e.nextID.Add(1),
+		Client:   c.RemoteAddr().(*net.TCPAddr).AddrPort(),
+		Local:    c.LocalAddr().(*net.TCPAddr).AddrPort(),
+		Accepted: now,
+	}
+	if !e.policy.Admit(ci) {
+		e.stats.rejected.Add(1)
+		e.rejects.Note("max_connections", now)
+		_ = c.SetLinger(0) // reset: no TIME_WAIT piles up
+		_ = c.Close()
+		return
+	}
+	p := &pair{e: e, ci: ci, client: c}
+	e.mu.Lock()
+	if e.stopped { // raced with Drain/Close: refuse like a closed listener
+		e.mu.Unlock()
+		_ = c.SetLinger(0)
+		_ = c.Close()
+		e.policy.Closed(ci, engine.CloseInfo{Reason: engine.CloseDrained})
+		return
+	}
+	e.pairs[p] = struct{}{}
+	e.conns.Add(1)
+	e.mu.Unlock()
+	e.stats.accepted.Add(1)
+	e.stats.active.Add(1)
+	go p.run()
+}
+
+// finished is called once by each pair when both its sockets are closed.
+func (e *Engine) finished(p *pair) {
+	e.stats.active.Add(^uint64(0))
+	e.mu.Lock()
+	delete(e.pairs, p)
+	if e.stopped && len(e.pairs) == 0 {
+		select {
+		case <-e.idle:
+		default:
+			close(e.idle)
+		}
+	}
+	e.mu.Unlock()
+	e.conns.Done()
+}
+
+// stopAccepting closes the listener once and waits for the accept loop.
+func (e *Engine) stopAccepting() {
+	e.mu.Lock()
+	first := !e.stopped
+	e.stopped = true
+	if len(e.pairs) == 0 {
+		select {
+		case <-e.idle:
+		default:
+			close(e.idle)
+		}
+	}
+	e.mu.Unlock()
+	if first && e.ln != nil {
+		_ = e.ln.Close()
+	}
+	if e.ln != nil {
+		<-e.acceptEnd
+	}
+}
+
+// Drain stops accepting, waits for open connections until ctx is done, then
+// closes the rest.
+func (e *Engine) Drain(ctx context.Context) error {
+	e.stopAccepting()
+	select {
+	case <-e.idle:
+	case <-ctx.Done():
+		e.forceClose(engine.CloseDrained)
+	}
+	e.conns.Wait()
+	e.cancelDial()
+	return nil
+}
+
+// Close stops accepting and closes every connection at once.
+func (e *Engine) Close() error {
+	e.stopAccepting()
+	e.forceClose(engine.CloseDrained)
+	e.conns.Wait()
+	return nil
+}
+
+func (e *Engine) forceClose(reason engine.CloseReason) {
+	e.cancelDial()
+	e.mu.Lock()
+	ps := make([]*pair, 0, len(e.pairs))
+	for p := range e.pairs {
+		ps = append(ps, p)
+	}
+	e.mu.Unlock()
+	for _, p := range ps {
+		p.abort(reason, false)
+	}
+}

@@ -1,0 +1,44 @@
+package stdengine
+
+import (
+	"context"
+	"net"
+	"net/netip"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/bal-lb/bal/engine"
+)
+
+// listen binds addr with SO_REUSEADDR (Go's default) and, when backlog > 0,
+// calls listen(2) again with that backlog: Go always uses the kernel maximum.
+func listen(ctx context.Context, addr netip.AddrPort, backlog int) (*net.TCPListener, error) {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", addr.String())
+	if err != nil {
+		return nil, engine.WrapListenError(addr, err)
+	}
+	tl := ln.(*net.TCPListener)
+	if backlog > 0 {
+		if err := relisten(tl, backlog); err != nil {
+			tl.Close()
+			return nil, err
+		}
+	}
+	return tl, nil
+}
+
+func relisten(tl *net.TCPListener, backlog int) error {
+	rc, err := tl.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var lerr error
+	if err := rc.Control(func(fd uintptr) { lerr = unix.Listen(int(fd), backlog) }); err != nil {
+		return err
+	}
+	if lerr != nil {
+		return &net.OpError{Op: "listen", Net: "tcp", Addr: tl.Addr(), Err: lerr}
+	}
+	return nil
+}

@@ -1,0 +1,22 @@
+package pidfile
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// processName is the base name of the process's executable.
+func processName(pid int) (string, error) {
+	exe, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/exe")
+	if err == nil {
+		return filepath.Base(strings.TrimSuffix(exe, " (deleted)")), nil
+	}
+	// Another user's process: /proc/PID/exe is unreadable, comm is not.
+	comm, err2 := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
+	if err2 != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(comm)), nil
+}

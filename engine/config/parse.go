@@ -1,0 +1,539 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"regexp"
+	"runtime"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Defaults of the top-level keys (SPEC §2.2).
+const (
+	DefaultMode        = ModeSimple
+	DefaultPort        = 9295
+	DefaultBindAddress = "0.0.0.0"
+	DefaultMethod      = RoundRobin
+	DefaultLogLevel    = "info"
+	DefaultWeight      = 1
+	// MaxWeight is the largest backend weight.
+	MaxWeight = 256
+	// MaxFileSize is the largest config file Parse accepts.
+	MaxFileSize = 1 << 20
+)
+
+// goos is the operating system the engine rule is checked against
+// (engine: gnet is Linux only); a variable so tests can pretend.
+var goos = runtime.GOOS
+
+var (
+	topKeys     = []string{"mode", "port", "bind_address", "method", "log_level", "backends", "runtime"}
+	backendKeys = []string{"host", "port", "weight"}
+	methods     = []string{string(RoundRobin), string(LeastConnections), string(RandomTwo), string(SourceHash)}
+	logLevels   = map[string]slog.Level{"debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn, "error": slog.LevelError}
+)
+
+// parser collects issues while walking one document.
+type parser struct {
+	errs, warns []Issue
+}
+
+func (p *parser) errorf(line int, format string, args ...any) {
+	p.errs = append(p.errs, Issue{Message: fmt.Sprintf(format, args...), Line: line})
+}
+
+func (p *parser) warnf(line int, format string, args ...any) {
+	p.warns = append(p.warns, Issue{Message: fmt.Sprintf(format, args...), Line: line})
+}
+
+// Parse validates a config file's content and returns its Snapshot. path is
+// only used in messages and copied to Snapshot.Path. On failure the error is
+// an *Error holding every problem found (errors.Is(err, ErrInvalid)).
+func Parse(data []byte, path string) (*Snapshot, error) {
+	p := &parser{}
+	s, meta := p.parse(data)
+	s.Path = path
+	sortIssues(p.errs)
+	sortIssues(p.warns)
+	if len(p.errs) > 0 {
+		return nil, &Error{Path: path, Issues: p.errs, Warnings: p.warns, Mode: meta.mode, BackendCount: meta.backends}
+	}
+	s.Warnings = p.warns
+	return s, nil
+}
+
+// sortIssues orders issues by line; issues without a line go last.
+func sortIssues(is []Issue) {
+	key := func(i int) int {
+		if is[i].Line <= 0 {
+			return math.MaxInt
+		}
+		return is[i].Line
+	}
+	sort.SliceStable(is, func(a, b int) bool { return key(a) < key(b) })
+}
+
+// meta is what Parse can tell about a broken file.
+type meta struct {
+	mode     Mode
+	backends int
+}
+
+// decode is dec.Decode that turns a panic inside yaml.v3 (not our code: it
+// has had panics on hostile input) into an error, so Parse never panics.
+func decode(dec *yaml.Decoder, n *yaml.Node) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("the YAML parser failed: %v", r)
+		}
+	}()
+	return dec.Decode(n)
+}
+
+var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+// document decodes exactly one YAML document and returns its root mapping,
+// or nil after recording why there is none.
+func (p *parser) document(data []byte) *yaml.Node {
+	if len(data) > MaxFileSize {
+		p.errorf(0, "the file is %d bytes; a config file may be at most %d", len(data), MaxFileSize)
+		return nil
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := decode(dec, &doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			p.errorf(0, "the file is empty: it needs at least a backends: list")
+		} else {
+			p.yamlError(err, data)
+		}
+		return nil
+	}
+	var extra yaml.Node
+	switch err := decode(dec, &extra); {
+	case err == nil:
+		p.errorf(extra.Line, "the file holds more than one YAML document (a second one starts here); bal reads one")
+		return nil
+	case !errors.Is(err, io.EOF):
+		p.yamlError(err, data)
+		return nil
+	}
+	root := &doc
+	if root.Kind == yaml.DocumentNode && len(root.Content) > 0 {
+		root = root.Content[0]
+	}
+	root = resolve(root)
+	switch {
+	case root.Kind == yaml.DocumentNode || isNull(root):
+		p.errorf(0, "the file is empty: it needs at least a backends: list")
+		return nil
+	case root.Kind != yaml.MappingNode:
+		p.errorf(root.Line, "the top level must be a mapping of keys (mode, port, backends, ...), got %s", describe(root))
+		return nil
+	}
+	return root
+}
+
+// yamlError records a YAML syntax error with its line: yaml.v3's when it
+// gave one, else the line a tab in the indentation or an unknown alias is on.
+func (p *parser) yamlError(err error, data []byte) {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	line := 0
+	if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
+		line, _ = strconv.Atoi(m[1])
+		msg = m[2]
+	}
+	lines := strings.Split(string(data), "\n")
+	tabbed := func(i int) bool {
+		l := lines[i]
+		return strings.Contains(l[:len(l)-len(strings.TrimLeft(l, " \t"))], "\t")
+	}
+	switch {
+	case strings.Contains(msg, "cannot start any token"):
+		if line > 0 && line <= len(lines) && tabbed(line-1) {
+			msg += " (a tab in the indentation: YAML indents with spaces only)"
+			break
+		}
+		for i := range lines {
+			if line == 0 && tabbed(i) {
+				line = i + 1
+				msg += " (a tab in the indentation: YAML indents with spaces only)"
+				break
+			}
+		}
+	case line == 0:
+		if m := unknownAnchor.FindStringSubmatch(msg); m != nil {
+			for i, l := range lines {
+				if strings.Contains(l, "*"+m[1]) {
+					line = i + 1
+					break
+				}
+			}
+		}
+	}
+	p.errorf(line, "invalid YAML: %s", msg)
+}
+
+var unknownAnchor = regexp.MustCompile(`unknown anchor '([^']+)' referenced`)
+
+func (p *parser) parse(data []byte) (*Snapshot, meta) {
+	s := &Snapshot{
+		Mode:        DefaultMode,
+		Port:        DefaultPort,
+		BindAddress: DefaultBindAddress,
+		Method:      DefaultMethod,
+		LogLevel:    slog.LevelInfo,
+	}
+	var m meta
+	root := p.document(data)
+	if root == nil {
+		return s, m
+	}
+
+	top := map[string]entry{}
+	for _, e := range p.mapping(root, "") {
+		if !slices.Contains(topKeys, e.name) {
+			p.errorf(e.key.Line, "unknown key %q%s", clip(e.name), suggest(e.name, topKeys))
+			continue
+		}
+		top[e.name] = e
+	}
+
+	modeOK := true
+	if e, ok := top["mode"]; ok {
+		v, ok := p.enumValue(e, "mode", string(ModeSimple), string(ModeAdvanced))
+		modeOK = ok
+		if ok {
+			s.Mode = Mode(v)
+		}
+	}
+	if modeOK {
+		m.mode = s.Mode
+	}
+	if e, ok := top["port"]; ok {
+		if v, ok := p.intValue(e, "port", 1, 65535, ""); ok {
+			s.Port = int(v)
+		}
+	}
+	bindLine, bindOK := 0, true
+	if e, ok := top["bind_address"]; ok {
+		bindLine, bindOK = e.line(), false
+		if v, ok := p.strValue(e, "bind_address", "an IP address or host name"); ok {
+			h := stripBrackets(v)
+			if why := checkHost(h); why != "" {
+				p.errorf(e.line(), "%s", hostIssue("bind_address", v, why))
+			} else {
+				s.BindAddress, bindOK = h, true
+			}
+		}
+	}
+	if bindOK && isUnspecified(s.BindAddress) {
+		note := ""
+		if bindLine == 0 {
+			note = ", the default when bind_address is not set"
+		}
+		p.warnf(bindLine, "bind_address is %s (listens on all interfaces%s); use 127.0.0.1 to accept local clients only", s.BindAddress, note)
+	}
+	if e, ok := top["method"]; ok {
+		if v, ok := p.enumValue(e, "method", methods...); ok {
+			s.Method = Method(v)
+		}
+	}
+	if e, ok := top["log_level"]; ok {
+		if v, ok := p.strValue(e, "log_level", "one of debug, info, warn, error"); ok {
+			if lv, known := logLevels[strings.ToLower(v)]; known {
+				s.LogLevel = lv
+			} else {
+				p.errorf(e.line(), "log_level must be one of debug, info, warn, error; got %q", clip(v))
+			}
+		}
+	}
+
+	e, ok := top["backends"]
+	if !ok {
+		p.errorf(0, "backends is missing: list at least one backend as {host, port}")
+	} else {
+		s.Backends, m.backends = p.backends(e)
+	}
+
+	adv := Profile(m.backends)
+	if e, ok := top["runtime"]; ok {
+		if s.Mode == ModeSimple && modeOK {
+			p.warnf(e.key.Line, "runtime is ignored in simple mode; set mode: advanced")
+		}
+		adv = p.runtime(e, adv, s)
+	}
+	if s.Mode == ModeAdvanced {
+		s.Runtime = adv
+	} else {
+		s.Runtime = Profile(m.backends)
+	}
+	p.crossChecks(s)
+	return s, m
+}
+
+// backends reads the backends: list. It returns the valid backends and the
+// number of entries in the list.
+func (p *parser) backends(e entry) ([]Backend, int) {
+	v := resolve(e.val)
+	switch {
+	case isNull(v):
+		p.errorf(e.line(), "backends is empty: list at least one backend as {host, port}")
+		return nil, 0
+	case v.Kind != yaml.SequenceNode:
+		p.errorf(e.line(), "backends must be a list of {host, port} entries, got %s", describe(v))
+		return nil, 0
+	case len(v.Content) == 0:
+		p.errorf(e.line(), "backends is empty: list at least one backend as {host, port}")
+		return nil, 0
+	}
+	var out []Backend
+	first := map[string]int{} // Key → index in out
+	for i, item := range v.Content {
+		where := fmt.Sprintf("backends[%d]", i)
+		line := item.Line
+		n := resolve(item)
+		if n.Kind != yaml.MappingNode {
+			hint := ""
+			if n.Kind == yaml.ScalarNode && strings.Contains(n.Value, ":") {
+				hint = " (write it as host: and port: on two lines)"
+			}
+			p.errorf(line, "%s must be a mapping with host and port, got %s%s", where, describe(n), hint)
+			continue
+		}
+		b, ok := p.backend(n, where, line)
+		if !ok {
+			continue
+		}
+		if j, dup := first[b.Key()]; dup {
+			p.errorf(b.Line, "%s %s is a duplicate of the backend on line %d", where, b.Address(), out[j].Line)
+			continue
+		}
+		first[b.Key()] = len(out)
+		out = append(out, b)
+	}
+	return out, len(v.Content)
+}
+
+func (p *parser) backend(n *yaml.Node, where string, line int) (Backend, bool) {
+	b := Backend{Weight: DefaultWeight, Line: line}
+	ok := true
+	var hostSet, portSet bool
+	for _, e := range p.mapping(n, where) {
+		name := qualify(where, e.name)
+		switch e.name {
+		case "host":
+			hostSet = true
+			v, good := p.strValue(e, name, "an IP address or host name")
+			if !good {
+				ok = false
+				continue
+			}
+			h := stripBrackets(v)
+			if why := checkHost(h); why != "" {
+				p.errorf(e.line(), "%s", hostIssue(name, v, why))
+				ok = false
+				continue
+			}
+			b.Host = h
+		case "port":
+			portSet = true
+			v, good := p.intValue(e, name, 1, 65535, "")
+			ok = ok && good
+			b.Port = int(v)
+		case "weight":
+			v, good := p.intValue(e, name, 1, MaxWeight, "")
+			ok = ok && good
+			b.Weight = int(v)
+		default:
+			p.errorf(e.key.Line, "%s: unknown key %q%s", where, clip(e.name), suggest(e.name, backendKeys))
+			ok = false
+		}
+	}
+	if !hostSet {
+		p.errorf(line, "%s has no host", where)
+		ok = false
+	}
+	if !portSet {
+		p.errorf(line, "%s has no port", where)
+		ok = false
+	}
+	if ok && isUnspecified(b.Host) {
+		p.warnf(line, "%s host %s is the unspecified address, which reaches this machine only by accident; use 127.0.0.1 or ::1", where, b.Host)
+	}
+	return b, ok
+}
+
+// runtime reads the runtime: block over base (the auto-tuned profile) and
+// returns the result. The block is validated in both modes (a file stays
+// valid when its mode changes); the caller applies it in advanced mode only.
+func (p *parser) runtime(e entry, base Runtime, s *Snapshot) Runtime {
+	r := base
+	v := resolve(e.val)
+	if isNull(v) {
+		return r
+	}
+	if v.Kind != yaml.MappingNode {
+		p.errorf(e.line(), "runtime must be a mapping of keys, got %s", describe(v))
+		return r
+	}
+	set := map[string]int{} // key → line, for keys set and valid
+	for _, re := range p.mapping(v, "runtime") {
+		k, known := lookupRuntimeKey(re.name)
+		if !known {
+			p.errorf(re.key.Line, "runtime: unknown key %q%s", clip(re.name), suggest(re.name, RuntimeKeys()))
+			continue
+		}
+		name := "runtime." + k.name
+		var good bool
+		switch f := k.field(&r).(type) {
+		case *time.Duration:
+			var n int64
+			if n, good = p.intValue(re, name, k.min, k.max, " (milliseconds)"); good {
+				*f = ms(n)
+			}
+		case *int:
+			var n int64
+			if n, good = p.intValue(re, name, k.min, k.max, ""); good {
+				*f = int(n)
+			}
+		case *bool:
+			var b bool
+			if b, good = p.boolValue(re, name); good {
+				*f = b
+			}
+		case *string:
+			var str string
+			if k.kind == rtAddress {
+				str, good = p.address(re, name)
+			} else {
+				str, good = p.enumValue(re, name, k.choices...)
+			}
+			if good {
+				*f = str
+			}
+		}
+		if good {
+			set[k.name] = re.line()
+		}
+	}
+
+	line := func(keys ...string) int {
+		for _, k := range keys {
+			if l := set[k]; l > 0 {
+				return l
+			}
+		}
+		return e.key.Line
+	}
+	if r.FailoverBackoffMax < r.FailoverBackoffInitial {
+		p.errorf(line("failover_backoff_max_ms", "failover_backoff_initial_ms"),
+			"runtime.failover_backoff_max_ms (%d%s) must be >= failover_backoff_initial_ms (%d%s)",
+			r.FailoverBackoffMax.Milliseconds(), auto(set, "failover_backoff_max_ms"),
+			r.FailoverBackoffInitial.Milliseconds(), auto(set, "failover_backoff_initial_ms"))
+	}
+	if r.Engine == EngineGnet && goos != "linux" {
+		p.errorf(line("engine"), "runtime.engine gnet needs Linux (this is %s); use auto or std", goos)
+	}
+	if s.Mode != ModeAdvanced {
+		return r
+	}
+
+	// Warnings about settings that are valid but defeat themselves.
+	_, setIv := set["health_check_interval_ms"]
+	_, setTo := set["health_check_timeout_ms"]
+	if (setIv || setTo) && r.HealthCheckTimeout >= 2*r.HealthCheckInterval {
+		p.warnf(line("health_check_timeout_ms", "health_check_interval_ms"),
+			"runtime.health_check_timeout_ms (%d%s) is at least twice health_check_interval_ms (%d%s): rounds never overlap, so one dead backend stretches every round to the timeout",
+			r.HealthCheckTimeout.Milliseconds(), auto(set, "health_check_timeout_ms"),
+			r.HealthCheckInterval.Milliseconds(), auto(set, "health_check_interval_ms"))
+	}
+	_, setCd := set["backend_cooldown_ms"]
+	_, setMax := set["failover_backoff_max_ms"]
+	if (setCd || setMax) && r.BackendCooldown >= r.FailoverBackoffMax {
+		p.warnf(line("backend_cooldown_ms", "failover_backoff_max_ms"),
+			"runtime.backend_cooldown_ms (%d%s) is not below failover_backoff_max_ms (%d%s): the cooldown is always the larger one, so the failover backoff settings have no effect",
+			r.BackendCooldown.Milliseconds(), auto(set, "backend_cooldown_ms"),
+			r.FailoverBackoffMax.Milliseconds(), auto(set, "failover_backoff_max_ms"))
+	}
+	if r.MetricsAddress != "" {
+		host, port, _ := net.SplitHostPort(r.MetricsAddress)
+		if port == strconv.Itoa(s.Port) && sameListener(host, s.BindAddress) {
+			p.errorf(line("metrics_address"), "runtime.metrics_address %s collides with the listen address %s", r.MetricsAddress, s.ListenAddress())
+		} else if host == "" || isUnspecified(host) {
+			p.warnf(line("metrics_address"), "runtime.metrics_address %s listens on all interfaces: /metrics is reachable from the network", r.MetricsAddress)
+		}
+	}
+	return r
+}
+
+func lookupRuntimeKey(name string) (runtimeKey, bool) {
+	for _, k := range runtimeKeys {
+		if k.name == name {
+			return k, true
+		}
+	}
+	return runtimeKey{}, false
+}
+
+// auto marks a value in a message as auto-tuned when the key was not set.
+func auto(set map[string]int, key string) string {
+	if _, ok := set[key]; ok {
+		return ""
+	}
+	return ", auto-tuned"
+}
+
+// address reads metrics_address: "" (off) or host:port with a numeric port.
+func (p *parser) address(e entry, name string) (string, bool) {
+	v, ok := p.strValue(e, name, `"host:port" or ""`)
+	if !ok || v == "" {
+		return v, ok
+	}
+	host, port, err := net.SplitHostPort(v)
+	if err != nil {
+		p.errorf(e.line(), "%s must be host:port (for example 127.0.0.1:9100), got %q", name, clip(v))
+		return "", false
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 1 || n > 65535 {
+		p.errorf(e.line(), "%s port must be a number from 1 to 65535, got %q", name, clip(port))
+		return "", false
+	}
+	if host != "" {
+		if why := checkHost(host); why != "" {
+			p.errorf(e.line(), "%s", hostIssue(name+" host", host, why))
+			return "", false
+		}
+	}
+	return net.JoinHostPort(host, strconv.Itoa(n)), true
+}
+
+// crossChecks relate keys to each other once everything was read.
+func (p *parser) crossChecks(s *Snapshot) {
+	for i, b := range s.Backends {
+		if b.Port == s.Port && reachesListener(s.BindAddress, b.Host) {
+			p.warnf(b.Line, "backends[%d] %s is bal's own listen address %s: connections would loop back into bal", i, b.Address(), s.ListenAddress())
+		}
+	}
+}
+
+// hostIssue words a checkHost problem: `bind_address "x y" is not a valid
+// IP address or host name`, `backends[0].host must not be empty`.
+func hostIssue(name, value, why string) string {
+	if value == "" {
+		return name + " " + why
+	}
+	return fmt.Sprintf("%s %q %s", name, clip(value), why)
+}

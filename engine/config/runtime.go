@@ -1,0 +1,101 @@
+package config
+
+import (
+	"strconv"
+	"time"
+)
+
+// Limits of the runtime: keys beyond those of SPEC §2.3 (which only asks for
+// > 0 or ≥ 0). They keep values in a range where nothing overflows and a typo
+// with three extra zeros is caught.
+const (
+	// MaxDurationMS is the largest duration key: 30 days in milliseconds.
+	MaxDurationMS = 30 * 24 * 3600 * 1000
+	// MaxThreshold is the largest count threshold.
+	MaxThreshold = 1_000_000
+	// MaxConnections is the largest max_concurrent_connections.
+	MaxConnections = 10_000_000
+	// MaxTCPBacklog is the largest tcp_backlog (0 means the kernel's somaxconn).
+	MaxTCPBacklog = 65535
+)
+
+type rtKind uint8
+
+const (
+	rtDuration rtKind = iota // integer milliseconds → time.Duration
+	rtInt                    // integer → int
+	rtEnum                   // string, one of choices
+	rtAddress                // "host:port" or "" (off)
+	rtBool                   // true/false
+)
+
+// runtimeKey describes one key of the runtime: block: its YAML name, kind,
+// range and where it lives in Runtime. The table drives parsing, Changes and
+// the README's reference.
+type runtimeKey struct {
+	name     string
+	kind     rtKind
+	min, max int64
+	choices  []string
+	field    func(r *Runtime) any // pointer to the field: *time.Duration, *int, *string or *bool
+}
+
+var runtimeKeys = []runtimeKey{
+	{name: "health_check_interval_ms", kind: rtDuration, min: 1, max: MaxDurationMS, field: func(r *Runtime) any { return &r.HealthCheckInterval }},
+	{name: "health_check_timeout_ms", kind: rtDuration, min: 1, max: MaxDurationMS, field: func(r *Runtime) any { return &r.HealthCheckTimeout }},
+	{name: "health_check_fail_threshold", kind: rtInt, min: 1, max: MaxThreshold, field: func(r *Runtime) any { return &r.HealthCheckFailThreshold }},
+	{name: "health_check_success_threshold", kind: rtInt, min: 1, max: MaxThreshold, field: func(r *Runtime) any { return &r.HealthCheckSuccessThreshold }},
+	{name: "backend_connect_timeout_ms", kind: rtDuration, min: 1, max: MaxDurationMS, field: func(r *Runtime) any { return &r.BackendConnectTimeout }},
+	{name: "failover_backoff_initial_ms", kind: rtDuration, min: 1, max: MaxDurationMS, field: func(r *Runtime) any { return &r.FailoverBackoffInitial }},
+	{name: "failover_backoff_max_ms", kind: rtDuration, min: 1, max: MaxDurationMS, field: func(r *Runtime) any { return &r.FailoverBackoffMax }},
+	{name: "backend_cooldown_ms", kind: rtDuration, min: 0, max: MaxDurationMS, field: func(r *Runtime) any { return &r.BackendCooldown }},
+	{name: "protection_trigger_threshold", kind: rtInt, min: 1, max: MaxThreshold, field: func(r *Runtime) any { return &r.ProtectionTriggerThreshold }},
+	{name: "protection_window_ms", kind: rtDuration, min: 1, max: MaxDurationMS, field: func(r *Runtime) any { return &r.ProtectionWindow }},
+	{name: "protection_stable_success_threshold", kind: rtInt, min: 1, max: MaxThreshold, field: func(r *Runtime) any { return &r.ProtectionStableSuccessThreshold }},
+	{name: "max_concurrent_connections", kind: rtInt, min: 1, max: MaxConnections, field: func(r *Runtime) any { return &r.MaxConcurrentConnections }},
+	{name: "connection_idle_timeout_ms", kind: rtDuration, min: 1, max: MaxDurationMS, field: func(r *Runtime) any { return &r.ConnectionIdleTimeout }},
+	{name: "overload_policy", kind: rtEnum, choices: []string{"reject"}, field: func(r *Runtime) any { return &r.OverloadPolicy }},
+	{name: "tcp_backlog", kind: rtInt, min: 0, max: MaxTCPBacklog, field: func(r *Runtime) any { return &r.TCPBacklog }},
+	{name: "drain_timeout_ms", kind: rtDuration, min: 0, max: MaxDurationMS, field: func(r *Runtime) any { return &r.DrainTimeout }},
+	{name: "engine", kind: rtEnum, choices: []string{EngineAuto, EngineGnet, EngineStd}, field: func(r *Runtime) any { return &r.Engine }},
+	{name: "proxy_protocol", kind: rtEnum, choices: []string{ProxyOff, ProxyV1, ProxyV2}, field: func(r *Runtime) any { return &r.ProxyProtocol }},
+	{name: "metrics_address", kind: rtAddress, field: func(r *Runtime) any { return &r.MetricsAddress }},
+	{name: "access_log", kind: rtBool, field: func(r *Runtime) any { return &r.AccessLog }},
+}
+
+// RuntimeKeys lists the names of the runtime: keys in SPEC order.
+func RuntimeKeys() []string {
+	out := make([]string, len(runtimeKeys))
+	for i, k := range runtimeKeys {
+		out[i] = k.name
+	}
+	return out
+}
+
+// Value returns one runtime key as it is written in the config file
+// ("500" for 500 ms, "reject", "true", "" for an unset metrics address); ok
+// is false for an unknown key.
+func (r Runtime) Value(key string) (string, bool) {
+	for _, k := range runtimeKeys {
+		if k.name == key {
+			return k.format(&r), true
+		}
+	}
+	return "", false
+}
+
+func (k runtimeKey) format(r *Runtime) string {
+	switch v := k.field(r).(type) {
+	case *time.Duration:
+		return strconv.FormatInt(v.Milliseconds(), 10)
+	case *int:
+		return strconv.Itoa(*v)
+	case *string:
+		return *v
+	case *bool:
+		return strconv.FormatBool(*v)
+	}
+	return ""
+}
+
+func ms(n int64) time.Duration { return time.Duration(n) * time.Millisecond }

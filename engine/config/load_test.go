@@ -118,8 +118,8 @@ func TestResolve(t *testing.T) {
 	// -c wins, and a relative -c is made absolute against the cwd, even
 	// when it does not exist.
 	for flag, want := range map[string]string{
-		"x.yaml":                 filepath.Join(dir, "x.yaml"),
-		"./sub/../y.yaml":        filepath.Join(dir, "y.yaml"),
+		"x.yaml":                filepath.Join(dir, "x.yaml"),
+		"./sub/../y.yaml":       filepath.Join(dir, "y.yaml"),
 		filepath.Join(dir, "z"): filepath.Join(dir, "z"),
 	} {
 		if p, err := Resolve(flag); err != nil || p != want {

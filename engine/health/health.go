@@ -1,0 +1,246 @@
+package health
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/bal-lb/bal/engine/pool"
+)
+
+// Round is what one round checks and how, read at the start of the round.
+type Round struct {
+	Backends []*pool.Backend
+	Interval time.Duration // health_check_interval
+	Timeout  time.Duration // health_check_timeout, per backend (DNS and connects)
+	Rise     int           // health_check_success_threshold
+	Fall     int           // health_check_fail_threshold
+}
+
+// Source supplies the current round; the policy implements it from its
+// current snapshot.
+type Source interface {
+	HealthRound() Round
+}
+
+// Resolver looks up a host's addresses; *net.Resolver implements it.
+type Resolver interface {
+	LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
+}
+
+// DialFunc connects to address ("ip:port") over network "tcp".
+type DialFunc func(ctx context.Context, network, address string) (net.Conn, error)
+
+// Options configure a Checker; the zero value uses the defaults.
+type Options struct {
+	Resolver Resolver         // nil: net.DefaultResolver
+	Dial     DialFunc         // nil: a net.Dialer
+	Logger   *slog.Logger     // nil: discard
+	Now      func() time.Time // timestamps of checks; nil: time.Now
+}
+
+// ErrNoAddress: a hostname resolved to no address.
+var ErrNoAddress = errors.New("no address")
+
+// minInterval keeps a nonsensical interval from spinning.
+const minInterval = 10 * time.Millisecond
+
+// Checker runs health rounds. Create it with New.
+type Checker struct {
+	src      Source
+	resolver Resolver
+	dial     DialFunc
+	log      *slog.Logger
+	now      func() time.Time
+
+	roundMu   sync.Mutex // one round at a time
+	kick      chan struct{}
+	lastRound atomic.Int64 // UnixNano of the end of the last round
+	rounds    atomic.Uint64
+}
+
+// New returns a checker for src.
+func New(src Source, o Options) *Checker {
+	c := &Checker{src: src, resolver: o.Resolver, dial: o.Dial, log: o.Logger, now: o.Now, kick: make(chan struct{}, 1)}
+	if c.resolver == nil {
+		c.resolver = net.DefaultResolver
+	}
+	if c.dial == nil {
+		c.dial = (&net.Dialer{}).DialContext
+	}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	return c
+}
+
+// Run checks every backend at once, then every interval, until ctx is done.
+// A round that takes longer than the interval delays the next one instead
+// of overlapping it. Trigger starts the next round early.
+func (c *Checker) Run(ctx context.Context) {
+	for {
+		start := time.Now()
+		interval := c.round(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		t := time.NewTimer(max(interval-time.Since(start), 0))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-c.kick:
+			t.Stop()
+		case <-t.C:
+		}
+	}
+}
+
+// RunRound runs one round now and returns when every backend was checked
+// (or ctx is done). It waits for a round in progress to finish first.
+func (c *Checker) RunRound(ctx context.Context) { c.round(ctx) }
+
+// Trigger asks a running Run for a round as soon as the current one (if
+// any) is over, e.g. after a reload added backends. It never blocks.
+func (c *Checker) Trigger() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// LastRound is the end time of the latest complete round; zero before.
+func (c *Checker) LastRound() time.Time {
+	if n := c.lastRound.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
+}
+
+// Rounds counts complete rounds.
+func (c *Checker) Rounds() uint64 { return c.rounds.Load() }
+
+func (c *Checker) round(ctx context.Context) time.Duration {
+	c.roundMu.Lock()
+	defer c.roundMu.Unlock()
+	r := c.src.HealthRound()
+	var wg sync.WaitGroup
+	for _, b := range r.Backends {
+		wg.Go(func() { c.checkOne(ctx, b, r) })
+	}
+	wg.Wait()
+	if ctx.Err() == nil {
+		c.lastRound.Store(c.now().UnixNano())
+		c.rounds.Add(1)
+	}
+	return max(r.Interval, minInterval)
+}
+
+func (c *Checker) checkOne(ctx context.Context, b *pool.Backend, r Round) {
+	err := c.Check(ctx, b, r.Timeout)
+	if ctx.Err() != nil {
+		return // shutting down: the outcome says nothing about the backend
+	}
+	b.SetLastCheck(c.now())
+	if err != nil {
+		c.log.Debug("health check failed", slog.String("backend", b.Name()), slog.Any("error", err))
+	}
+	LogChange(c.log, b, b.Observe(err == nil, r.Rise, r.Fall), "health_check", err)
+}
+
+// Check checks one backend: resolves a hostname (storing the addresses in
+// the backend) and connects to its addresses in order until one accepts,
+// all within timeout; the connection is closed at once. It returns nil when
+// a connect succeeded. It records nothing else.
+func (c *Checker) Check(ctx context.Context, b *pool.Backend, timeout time.Duration) error {
+	if timeout <= 0 {
+		timeout = time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	addrs := b.Addrs()
+	if b.NeedsResolve() {
+		var err error
+		if addrs, err = c.resolve(ctx, b); err != nil {
+			return err
+		}
+	}
+	if len(addrs) == 0 {
+		return fmt.Errorf("backend %s: %w", b.Name(), ErrNoAddress)
+	}
+	var errs []error
+	for i, a := range addrs {
+		dctx, dcancel := partial(ctx, len(addrs)-i)
+		conn, err := c.dial(dctx, "tcp", a.String())
+		dcancel()
+		if err == nil {
+			conn.Close()
+			return nil
+		}
+		errs = append(errs, err)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// partial gives one of n remaining addresses its share of ctx's remaining
+// time, as net.Dialer does, so a black-holed first address does not use up
+// the whole timeout.
+func partial(ctx context.Context, n int) (context.Context, context.CancelFunc) {
+	dl, ok := ctx.Deadline()
+	if !ok || n <= 1 {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, time.Until(dl)/time.Duration(n))
+}
+
+func (c *Checker) resolve(ctx context.Context, b *pool.Backend) ([]netip.AddrPort, error) {
+	ips, err := c.resolver.LookupNetIP(ctx, "ip", b.Host())
+	if err != nil {
+		return nil, fmt.Errorf("resolve %s: %w", b.Host(), err)
+	}
+	addrs := make([]netip.AddrPort, 0, len(ips))
+	for _, ip := range ips {
+		if a := netip.AddrPortFrom(ip.Unmap(), b.Port()); !slices.Contains(addrs, a) {
+			addrs = append(addrs, a)
+		}
+	}
+	if len(addrs) == 0 {
+		return nil, fmt.Errorf("resolve %s: %w", b.Host(), ErrNoAddress)
+	}
+	if old := b.Addrs(); !slices.Equal(old, addrs) {
+		b.SetAddrs(addrs)
+		c.log.Debug("backend addresses changed", slog.String("backend", b.Name()), slog.Any("addresses", addrs))
+	}
+	return addrs, nil
+}
+
+// LogChange logs a health transition of b: warn when it went down, info when
+// it came back; nothing for pool.ChangeNone. via says what observed it
+// ("health_check" or "proxy"); err is the failure that took it down.
+func LogChange(l *slog.Logger, b *pool.Backend, ch pool.Change, via string, err error) {
+	switch ch {
+	case pool.ChangeDown:
+		h := b.Health()
+		attrs := []slog.Attr{slog.String("backend", b.Name()), slog.String("via", via), slog.Int("failures", int(h.Fails))}
+		if err != nil {
+			attrs = append(attrs, slog.String("error", err.Error()))
+		}
+		l.LogAttrs(context.Background(), slog.LevelWarn, "backend down", attrs...)
+	case pool.ChangeUp:
+		l.LogAttrs(context.Background(), slog.LevelInfo, "backend up",
+			slog.String("backend", b.Name()), slog.String("via", via), slog.Int("successes", int(b.Health().Successes)))
+	}
+}

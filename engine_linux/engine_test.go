@@ -700,3 +700,67 @@ func TestStopIdempotent(t *testing.T) {
 		t.Fatalf("client still open after drain deadline: %d, %v", n, err)
 	}
 }
+
+// listPolicy offers Targets in order, one per attempt, and records dials.
+type listPolicy struct {
+	targets []engine.Target
+	mu      sync.Mutex
+	errs    []error
+	closed  chan engine.CloseInfo
+}
+
+func (p *listPolicy) Admit(*engine.ConnInfo) bool { return true }
+func (p *listPolicy) Pick(_ *engine.ConnInfo, attempt int) (engine.Target, bool) {
+	if attempt >= len(p.targets) {
+		return engine.Target{}, false
+	}
+	return p.targets[attempt], true
+}
+func (p *listPolicy) DialResult(_ *engine.ConnInfo, _ engine.Target, err error, _ time.Duration) {
+	p.mu.Lock()
+	p.errs = append(p.errs, err)
+	p.mu.Unlock()
+}
+func (p *listPolicy) Closed(_ *engine.ConnInfo, s engine.CloseInfo) { p.closed <- s }
+
+// TestInvalidTargets: whatever the policy returns, the engine never panics:
+// unusable targets fail like a refused connect and failover goes on.
+func TestInvalidTargets(t *testing.T) {
+	live := enginetest.NewBackend(t, enginetest.Echo)
+	tests := []struct {
+		name    string
+		targets []engine.Target
+		served  bool
+	}{
+		{"zero target then live", []engine.Target{{}, {Addr: live.Addr, Name: "live"}}, true},
+		{"port zero then live", []engine.Target{{Addr: netip.MustParseAddrPort("127.0.0.1:0")}, {Addr: live.Addr}}, true},
+		{"mapped IPv4 backend", []engine.Target{{Addr: netip.AddrPortFrom(netip.AddrFrom16(live.Addr.Addr().As16()), live.Addr.Port())}}, true},
+		{"only invalid", []engine.Target{{}, {}}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pol := &listPolicy{targets: tt.targets, closed: make(chan engine.CloseInfo, 1)}
+			e := startEngine(t, engine.Options{}, pol)
+			c := dial(t, e.Addr())
+			if tt.served {
+				echoOnce(t, c, "served")
+				c.Close()
+			}
+			select {
+			case ci := <-pol.closed:
+				if want := map[bool]engine.CloseReason{true: engine.CloseDone, false: engine.CloseNoBackend}[tt.served]; ci.Reason != want {
+					t.Fatalf("reason %q, want %q", ci.Reason, want)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("never closed")
+			}
+			pol.mu.Lock()
+			defer pol.mu.Unlock()
+			for i, err := range pol.errs[:len(pol.errs)-1] {
+				if err == nil {
+					t.Fatalf("attempt %d on an invalid target succeeded", i)
+				}
+			}
+		})
+	}
+}

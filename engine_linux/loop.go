@@ -81,6 +81,8 @@ func (l *loop) run() {
 	}
 	// The poller failed on its own: nothing will serve these pairs any more.
 	l.closeAll(engine.CloseError)
+	l.draining = true
+	l.checkDrained()
 	l.e.fail(fmt.Errorf("data loop %d: %w: %v", l.id, ErrDataLoop, err))
 }
 

@@ -121,6 +121,9 @@ func (p *pair) connectNext() {
 
 // dial opens a non-blocking socket and starts connecting it to t.
 func (p *pair) dial(t engine.Target) error {
+	if !t.Addr.IsValid() || t.Addr.Port() == 0 {
+		return fmt.Errorf("invalid backend address %q: %w", t.Name, unix.EDESTADDRREQ)
+	}
 	addr := netip2sockaddr(t)
 	family := unix.AF_INET
 	if _, ok := addr.(*unix.SockaddrInet6); ok {

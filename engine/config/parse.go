@@ -522,9 +522,13 @@ func (p *parser) address(e entry, name string) (string, bool) {
 
 // crossChecks relate keys to each other once everything was read.
 func (p *parser) crossChecks(s *Snapshot) {
+	mhost, mport, _ := net.SplitHostPort(s.Runtime.MetricsAddress)
 	for i, b := range s.Backends {
 		if b.Port == s.Port && reachesListener(s.BindAddress, b.Host) {
 			p.warnf(b.Line, "backends[%d] %s is bal's own listen address %s: connections would loop back into bal", i, b.Address(), s.ListenAddress())
+		}
+		if s.Mode == ModeAdvanced && mport == strconv.Itoa(b.Port) && reachesListener(mhost, b.Host) {
+			p.warnf(b.Line, "backends[%d] %s is bal's own metrics_address %s: that backend and the metrics listener cannot both listen there", i, b.Address(), s.Runtime.MetricsAddress)
 		}
 	}
 }

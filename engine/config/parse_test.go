@@ -358,6 +358,8 @@ func TestParseRuntimeStructure(t *testing.T) {
 		{name: "metrics on the listen address", yaml: base + "runtime:\n  metrics_address: 127.0.0.1:9295\n",
 			errs: []wantIssue{{"runtime.metrics_address 127.0.0.1:9295 collides with the listen address 127.0.0.1:9295", 7}}},
 		{name: "metrics on another port", yaml: base + "runtime:\n  metrics_address: 127.0.0.1:9296\n"},
+		{name: "metrics on a backend's address", yaml: base + "runtime:\n  metrics_address: 127.0.0.1:9000\n",
+			warn: []wantIssue{{"backends[0] 127.0.0.1:9000 is bal's own metrics_address 127.0.0.1:9000", 4}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,0 +1,218 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/bal-lb/bal/engine/config"
+	"github.com/spf13/pflag"
+)
+
+// checkOptions are the flags of bal check.
+type checkOptions struct {
+	config string
+	strict bool
+	out    outputOptions
+}
+
+func checkCommand() *command {
+	o := &checkOptions{}
+	return &command{
+		name:    "check",
+		summary: "validate the config file (static: no network)",
+		usage:   "[-c FILE] [--strict] [--json] [--verbose]",
+		help: `
+Validate the config file without touching the network: every error is
+listed with its line (unknown keys, wrong types, values out of range,
+duplicate backends), and warnings point at settings that are valid but
+probably unintended (listening on all interfaces, a runtime: block that
+simple mode ignores, ...).
+
+Exit codes: 0 valid; 1 invalid or missing, or warnings under --strict.`,
+		flags: func(fs *pflag.FlagSet) {
+			configFlag(fs, &o.config)
+			fs.BoolVar(&o.strict, "strict", false, "fail (exit 1) on warnings too")
+			o.out.register(fs, false)
+		},
+		run: func(e *env) int { return runCheck(e, o) },
+	}
+}
+
+// checkResult is bal check's JSON document (SPEC §5). errors, warnings and
+// warning_details are always arrays, mode is null when it is not known.
+type checkResult struct {
+	ConfigPath     string         `json:"config_path"`
+	Mode           *string        `json:"mode"`
+	Valid          bool           `json:"valid"`
+	Result         string         `json:"result"` // OK, or FAILED (invalid, or warnings under --strict)
+	Strict         bool           `json:"strict"`
+	BackendCount   int            `json:"backend_count"`
+	Errors         []config.Issue `json:"errors"`
+	Warnings       []string       `json:"warnings"`
+	WarningDetails []config.Issue `json:"warning_details"`
+
+	fault triplet // why it failed to load, when it did not
+}
+
+func runCheck(e *env, o *checkOptions) int {
+	res := check(o.config, o.strict)
+	switch {
+	case o.out.json:
+		if err := writeJSON(e.stdout, res); err != nil {
+			fmt.Fprintf(e.stderr, "bal check: %v\n", err)
+			return exitFail
+		}
+	default:
+		checkReport(res, o).write(e.stdout)
+	}
+	if res.Result != levelOK {
+		return exitFail
+	}
+	return exitOK
+}
+
+// check resolves, loads and judges the config file. It never touches the
+// network.
+func check(flagPath string, strict bool) *checkResult {
+	res := &checkResult{
+		Strict:         strict,
+		Result:         levelFailed,
+		Errors:         []config.Issue{},
+		Warnings:       []string{},
+		WarningDetails: []config.Issue{},
+	}
+	path, err := config.Resolve(flagPath)
+	if err != nil {
+		res.Errors = append(res.Errors, config.Issue{Message: err.Error()})
+		res.fault = triplet{
+			what: "configuration file cannot be located",
+			why:  err.Error(),
+			do:   "set BAL_HOME or pass '-c FILE'",
+		}
+		return res
+	}
+	res.ConfigPath = path
+	snap, err := config.Load(path)
+	var ce *config.Error
+	switch {
+	case err == nil:
+		mode := string(snap.Mode)
+		res.Mode = &mode
+		res.Valid = true
+		res.BackendCount = len(snap.Backends)
+		res.addWarnings(snap.Warnings)
+		if len(snap.Warnings) == 0 || !strict {
+			res.Result = levelOK
+		}
+	case errors.As(err, &ce):
+		if ce.Mode != "" {
+			mode := string(ce.Mode)
+			res.Mode = &mode
+		}
+		res.BackendCount = ce.BackendCount
+		res.Errors = append(res.Errors, ce.Issues...)
+		res.addWarnings(ce.Warnings)
+	case errors.Is(err, config.ErrNotFound):
+		res.Errors = append(res.Errors, config.Issue{Message: "config file not found: " + path})
+		why := "no file at " + path + " and none at /etc/bal/config.yaml"
+		if flagPath != "" {
+			why = "the file given with -c does not exist: " + path
+		}
+		res.fault = triplet{
+			what: "configuration file not found",
+			why:  why,
+			do:   "create it ('bal start' writes a commented default to $BAL_HOME/config.yaml) or pass '-c FILE'",
+		}
+	default:
+		res.Errors = append(res.Errors, config.Issue{Message: err.Error()})
+		res.fault = triplet{
+			what: "configuration file cannot be read",
+			why:  err.Error(),
+			do:   "fix the file's permissions, or pass another file with '-c FILE'",
+		}
+	}
+	return res
+}
+
+func (r *checkResult) addWarnings(ws []config.Issue) {
+	for _, w := range ws {
+		r.Warnings = append(r.Warnings, w.Message)
+		r.WarningDetails = append(r.WarningDetails, w)
+	}
+}
+
+// checkReport builds the human report: concise by default, with the config
+// path, every error and every warning under --verbose.
+func checkReport(res *checkResult, o *checkOptions) *report {
+	r := newReport("check")
+	r.field("result", res.Result)
+	mode := "-"
+	if res.Mode != nil {
+		mode = *res.Mode
+	}
+	r.field("mode", mode)
+	r.field("backends", res.BackendCount)
+	r.field("warnings", len(res.Warnings))
+	verbose := o.out.verbose
+	if verbose {
+		r.field("config", orDash(res.ConfigPath))
+		r.list("errors", issueLines(res.Errors))
+		r.list("warning_details", issueLines(res.WarningDetails))
+	} else if len(res.Errors) > 0 {
+		r.field("errors", len(res.Errors))
+		r.field("first_error", res.Errors[0].String())
+	}
+
+	switch {
+	case res.fault.what != "":
+		r.problem(res.fault)
+	case !res.Valid:
+		do := "run 'bal check --verbose' and fix listed errors"
+		if verbose {
+			do = "fix the errors listed above, then run 'bal check' again"
+		}
+		r.problem(triplet{
+			what: "configuration validation failed",
+			why:  "required fields are missing or invalid values were provided",
+			do:   do,
+		})
+	case len(res.Warnings) > 0 && res.Strict:
+		do := "fix the warnings listed by 'bal check --strict --verbose'"
+		if verbose {
+			do = "fix the warnings listed above, then run 'bal check --strict' again"
+		}
+		r.problem(triplet{
+			what: "configuration is valid but --strict fails on its warnings",
+			why:  "safe defaults or network-exposure settings may need review",
+			do:   do,
+		})
+	case len(res.Warnings) > 0:
+		do := "run 'bal doctor' now, then inspect warnings with 'bal check --verbose'"
+		if verbose {
+			do = "review the warnings listed above, then run 'bal doctor'"
+		}
+		r.problem(triplet{
+			what: "configuration is usable but has warnings",
+			why:  "safe defaults or network-exposure settings may need review",
+			do:   do,
+		})
+	default:
+		r.next("run 'bal doctor'")
+	}
+	return r
+}
+
+func issueLines(is []config.Issue) []string {
+	out := make([]string, len(is))
+	for i, x := range is {
+		out[i] = x.String()
+	}
+	return out
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

@@ -1,0 +1,260 @@
+package policy
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/bal-lb/bal/engine"
+	"github.com/bal-lb/bal/engine/balance"
+	"github.com/bal-lb/bal/engine/health"
+	"github.com/bal-lb/bal/engine/pool"
+)
+
+// maxTriesProtected is how many backends one connection may try while
+// protection mode is on (SPEC §3.5).
+const maxTriesProtected = 2
+
+// connState is one connection's failover bookkeeping, kept in
+// ConnInfo.PolicyState from Admit to Closed and recycled afterwards. It is
+// also the balance.View of the connection's picks.
+type connState struct {
+	st   *state // the backends as of Admit: indexes below refer to st.pool
+	hash uint64 // client hash (source_hash only)
+
+	now   int64 // monotonic time of the pick in progress
+	phase uint8 // 1: healthy backends; 2: unhealthy ones, once each
+
+	small [2]uint64 // tried backends (bitset) when the pool has ≤ 128
+	big   []uint64  // tried backends for larger pools (kept across reuse)
+	tries int       // backends tried
+
+	cur       *pool.Backend // backend of the last Pick
+	addr      int           // index of the address of cur being tried
+	pending   bool          // cur failed at addr and has more addresses to try
+	connected *pool.Backend // backend counted by Connected, released by Closed
+	done      bool          // Pick returned false
+}
+
+func (cs *connState) reset(st *state, hash uint64) {
+	big := cs.big
+	*cs = connState{st: st, hash: hash}
+	if n := st.pool.Len(); n > 128 {
+		words := (n + 63) / 64
+		if cap(big) < words {
+			big = make([]uint64, words)
+		}
+		big = big[:words]
+		clear(big)
+		cs.big = big
+	} else {
+		cs.big = big[:0]
+	}
+}
+
+func (cs *connState) bits() []uint64 {
+	if len(cs.big) > 0 {
+		return cs.big
+	}
+	return cs.small[:]
+}
+
+func (cs *connState) tried(i int) bool { return cs.bits()[i>>6]&(1<<(i&63)) != 0 }
+func (cs *connState) markTried(i int)  { cs.bits()[i>>6] |= 1 << (i & 63) }
+
+// Eligible implements balance.View: not tried yet by this connection, not
+// cooling down, with an address, and healthy in phase 1 or unhealthy in
+// phase 2.
+func (cs *connState) Eligible(i int) bool {
+	if cs.tried(i) {
+		return false
+	}
+	b := cs.st.pool.At(i)
+	return b.Up() == (cs.phase == 1) && !b.InCooldown(cs.now) && len(b.Addrs()) > 0
+}
+
+// Active implements balance.View.
+func (cs *connState) Active(i int) int64 { return cs.st.pool.At(i).Active() }
+
+// Admit counts the connection against max_concurrent_connections (shared by
+// every engine using this policy). false means reject: counted, and nothing
+// else is called for the connection.
+func (p *Policy) Admit(c *engine.ConnInfo) bool {
+	st := p.st.Load()
+	if n := p.active.Add(1); st.maxConns > 0 && n > st.maxConns {
+		p.active.Add(-1)
+		p.rejected.Add(1)
+		return false
+	}
+	p.total.Add(1)
+	var h uint64
+	if st.hashed {
+		h = balance.HashAddr(c.Client.Addr())
+	}
+	cs := p.conns.Get().(*connState)
+	cs.reset(st, h)
+	c.PolicyState = cs
+	return true
+}
+
+// connOf returns the connection's state; an engine that skipped Admit gets
+// a fresh one rather than a crash.
+func (p *Policy) connOf(c *engine.ConnInfo) *connState {
+	if cs, ok := c.PolicyState.(*connState); ok && cs != nil {
+		return cs
+	}
+	cs := new(connState)
+	cs.reset(p.st.Load(), balance.HashAddr(c.Client.Addr()))
+	c.PolicyState = cs
+	return cs
+}
+
+// Pick returns the next backend address to try (SPEC §3.3): the next
+// address of a hostname backend whose previous address failed; else the
+// balancer's pick among healthy backends not cooling down and not tried;
+// else an unhealthy backend not cooling down and not tried, in config
+// order; else false: every backend is unavailable (recorded for protection
+// mode; the engine closes the client). While protection mode is on, a
+// connection tries at most two backends.
+func (p *Policy) Pick(c *engine.ConnInfo, _ int) (engine.Target, bool) {
+	cs := p.connOf(c)
+	if cs.done || cs.connected != nil {
+		return engine.Target{}, false
+	}
+	t := p.now()
+	now := p.mono(t)
+	p.prot.Tick(t)
+	if cs.pending {
+		cs.pending = false
+		if a := cs.cur.Addrs(); cs.addr+1 < len(a) {
+			cs.addr++
+			return engine.Target{Addr: a[cs.addr], Name: cs.cur.Name(), Ref: cs.cur}, true
+		}
+		// The address list shrank meanwhile: the backend failed as a whole.
+		p.backendFailed(cs.cur, now, nil)
+	}
+	if cs.tries >= maxTriesProtected && p.prot.On() {
+		return p.noneLeft(cs, t, "protection_max_tries")
+	}
+	cs.now = now
+	for {
+		i, ok := p.choose(cs)
+		if !ok {
+			p.prot.Exhausted(t)
+			return p.noneLeft(cs, t, "all_backends_unavailable")
+		}
+		cs.markTried(i)
+		b := cs.st.pool.At(i)
+		a := b.Addrs()
+		if len(a) == 0 {
+			continue // its addresses vanished since Eligible looked
+		}
+		cs.tries++
+		cs.cur, cs.addr = b, 0
+		return engine.Target{Addr: a[0], Name: b.Name(), Ref: b}, true
+	}
+}
+
+// choose returns the balancer's pick among healthy eligible backends
+// (phase 1), else the first unhealthy eligible one in config order (phase 2).
+func (p *Policy) choose(cs *connState) (int, bool) {
+	cs.phase = 1
+	if i, ok := cs.st.bal.Pick(cs, cs.hash); ok {
+		return i, true
+	}
+	cs.phase = 2
+	for j := range cs.st.pool.Len() {
+		if cs.Eligible(j) {
+			return j, true
+		}
+	}
+	return 0, false
+}
+
+func (p *Policy) noneLeft(cs *connState, _ time.Time, why string) (engine.Target, bool) {
+	cs.done = true
+	p.noBackend.Add(1)
+	if p.log.Enabled(context.Background(), slog.LevelDebug) {
+		p.log.LogAttrs(context.Background(), slog.LevelDebug, "no backend left for connection",
+			slog.String("reason", why), slog.Int("tried", cs.tries))
+	}
+	return engine.Target{}, false
+}
+
+// DialResult records the outcome of a connect to t: success counts the
+// connection on the backend, resets its streak and cooldown and feeds the
+// rise/fall machine and protection mode; failure counts it by reason, feeds
+// protection mode and — once every address of the backend failed — puts
+// the backend in cooldown max(min(initial·2^(streak−1), max), cooldown)
+// (doubled while protection is on) and feeds the rise/fall machine.
+func (p *Policy) DialResult(c *engine.ConnInfo, t engine.Target, err error, _ time.Duration) {
+	b, _ := t.Ref.(*pool.Backend)
+	if b == nil {
+		return
+	}
+	cs := p.connOf(c)
+	now := p.now()
+	if err == nil {
+		b.Connected()
+		cs.connected, cs.pending = b, false
+		st := p.st.Load()
+		health.LogChange(p.log, b, b.Observe(true, st.rise, st.fall), "proxy", nil)
+		p.prot.Success(now)
+		if cs.tries > 1 && p.log.Enabled(context.Background(), slog.LevelDebug) {
+			p.log.LogAttrs(context.Background(), slog.LevelDebug, "failover succeeded",
+				slog.String("backend", b.Name()), slog.Int("tried", cs.tries))
+		}
+		return
+	}
+	r := engine.Classify(err)
+	b.CountFailure(r)
+	p.prot.Failure(now, r)
+	if p.log.Enabled(context.Background(), slog.LevelDebug) {
+		p.log.LogAttrs(context.Background(), slog.LevelDebug, "backend connect failed",
+			slog.String("backend", b.Name()), slog.String("address", t.Addr.String()),
+			slog.String("reason", r.String()), slog.String("error", err.Error()))
+	}
+	if cs.cur == b && cs.addr+1 < len(b.Addrs()) {
+		cs.pending = true // try its next address before giving up on it
+		return
+	}
+	p.backendFailed(b, p.mono(now), err)
+}
+
+// backendFailed puts b in cooldown and counts a passive health failure.
+func (p *Policy) backendFailed(b *pool.Backend, now int64, err error) {
+	st := p.st.Load()
+	k := st.backoff
+	if p.prot.On() {
+		k = k.Doubled()
+	}
+	b.Failed(now, k)
+	health.LogChange(p.log, b, b.Observe(false, st.rise, st.fall), "proxy", err)
+}
+
+// Closed ends the connection: the global and per-backend active counts go
+// down, bytes are counted, and with runtime.access_log one line is queued
+// for the access log writer (dropped and counted if it is behind; Closed
+// never blocks).
+func (p *Policy) Closed(c *engine.ConnInfo, s engine.CloseInfo) {
+	p.active.Add(-1)
+	p.bytesIn.Add(uint64(max(s.BytesIn, 0)))
+	p.bytesOut.Add(uint64(max(s.BytesOut, 0)))
+	cs, _ := c.PolicyState.(*connState)
+	if cs != nil && cs.connected != nil {
+		cs.connected.Release()
+	}
+	if p.st.Load().accessLog {
+		e := accessEntry{id: c.ID, client: c.Client, backend: s.Backend.Name, in: s.BytesIn, out: s.BytesOut, d: s.Duration, reason: s.Reason}
+		select {
+		case p.access <- e:
+		default:
+			p.accessDropped.Add(1)
+		}
+	}
+	if cs != nil {
+		c.PolicyState = nil
+		cs.st, cs.cur, cs.connected = nil, nil, nil
+		p.conns.Put(cs)
+	}
+}

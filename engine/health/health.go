@@ -206,6 +206,33 @@ func partial(ctx context.Context, n int) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, time.Until(dl)/time.Duration(n))
 }
 
+// Resolve looks up, in parallel, every hostname backend of the current
+// round that has no address yet, each within the round's timeout, and
+// stores the addresses. It changes no health state (a check does that); use
+// it at start-up so the data path has addresses before the first client,
+// without waiting for connect timeouts. Errors are joined.
+func (c *Checker) Resolve(ctx context.Context) error {
+	r := c.src.HealthRound()
+	timeout := r.Timeout
+	if timeout <= 0 {
+		timeout = time.Second
+	}
+	errs := make([]error, len(r.Backends))
+	var wg sync.WaitGroup
+	for i, b := range r.Backends {
+		if !b.NeedsResolve() || len(b.Addrs()) > 0 {
+			continue
+		}
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
+			_, errs[i] = c.resolve(ctx, b)
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
 func (c *Checker) resolve(ctx context.Context, b *pool.Backend) ([]netip.AddrPort, error) {
 	ips, err := c.resolver.LookupNetIP(ctx, "ip", b.Host())
 	if err != nil {

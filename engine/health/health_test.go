@@ -283,6 +283,28 @@ func TestHostnameResolvedEveryRoundAllAddressesTried(t *testing.T) {
 	}
 }
 
+func TestResolveAtStartup(t *testing.T) {
+	ip := backendFor(t, "127.0.0.1", 9)
+	name := backendFor(t, "app.test", 9)
+	res := &resolver{addrs: []netip.Addr{netip.MustParseAddr("127.0.0.1")}}
+	c := New(&source{r: Round{Backends: []*pool.Backend{ip, name}, Timeout: time.Second}}, Options{Resolver: res})
+	if err := c.Resolve(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(name.Addrs(), []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:9")}) || name.Health().Known || res.calls != 1 {
+		t.Fatalf("addrs %v health %+v lookups %d", name.Addrs(), name.Health(), res.calls)
+	}
+	if err := c.Resolve(t.Context()); err != nil || res.calls != 1 {
+		t.Fatalf("resolved again (%d lookups): %v", res.calls, err)
+	}
+	other := backendFor(t, "app.test", 10)
+	res.set(nil, errNXDomain)
+	c2 := New(&source{r: Round{Backends: []*pool.Backend{other}, Timeout: time.Second}}, Options{Resolver: res})
+	if err := c2.Resolve(t.Context()); !errors.Is(err, errNXDomain) || len(other.Addrs()) != 0 || other.Health().Known {
+		t.Fatalf("failed lookup: %v addrs %v", err, other.Addrs())
+	}
+}
+
 func TestAllAddressesFail(t *testing.T) {
 	dead := listen(t, "127.0.0.1:0")
 	dead.Close()

@@ -133,10 +133,16 @@ func (p *Policy) Pick(c *engine.ConnInfo, _ int) (engine.Target, bool) {
 		// The address list shrank meanwhile: the backend failed as a whole.
 		p.backendFailed(cs.cur, now, nil)
 	}
+	cs.now = now
 	if cs.tries >= maxTriesProtected && p.prot.On() {
+		if !p.anyLeft(cs) {
+			// Every backend really was tried (or is cooling down): that is
+			// an exhausted client, whatever the cap says.
+			p.prot.Exhausted(t)
+			return p.noneLeft(cs, t, "all_backends_unavailable")
+		}
 		return p.noneLeft(cs, t, "protection_max_tries")
 	}
-	cs.now = now
 	for {
 		i, ok := p.choose(cs)
 		if !ok {
@@ -153,6 +159,20 @@ func (p *Policy) Pick(c *engine.ConnInfo, _ int) (engine.Target, bool) {
 		cs.cur, cs.addr = b, 0
 		return engine.Target{Addr: a[0], Name: b.Name(), Ref: b}, true
 	}
+}
+
+// anyLeft reports whether any backend is still eligible for cs in either
+// phase, without picking one.
+func (p *Policy) anyLeft(cs *connState) bool {
+	for _, ph := range [2]uint8{1, 2} {
+		cs.phase = ph
+		for j := range cs.st.pool.Len() {
+			if cs.Eligible(j) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // choose returns the balancer's pick among healthy eligible backends

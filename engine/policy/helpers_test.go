@@ -135,7 +135,7 @@ func connect(p *Policy, client string, outcome func(engine.Target) error) *conn 
 			c.connected, c.ok = t, true
 			return c
 		}
-		if attempt > 100 {
+		if attempt > 1000 {
 			panic("Pick never gave up")
 		}
 	}

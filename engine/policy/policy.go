@@ -81,6 +81,9 @@ type state struct {
 // Run (or RunHealth) is called; until the first health round every backend
 // is served optimistically (see pool.Health).
 func New(snap *config.Snapshot, o Options) *Policy {
+	if snap == nil {
+		snap = &config.Snapshot{Method: config.RoundRobin, Runtime: config.Profile(0)}
+	}
 	p := &Policy{log: o.Logger, now: o.Now}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
@@ -150,6 +153,9 @@ func (p *Policy) Snapshot() *config.Snapshot { return p.st.Load().snap }
 // already admitted finish their failover on the backend list they started
 // with. Apply never blocks on the data path.
 func (p *Policy) Apply(snap *config.Snapshot) {
+	if snap == nil {
+		return
+	}
 	p.applyMu.Lock()
 	defer p.applyMu.Unlock()
 	old := p.st.Load()
@@ -197,6 +203,13 @@ func (p *Policy) Run(ctx context.Context) {
 
 // RunHealth runs the active health checker until ctx is done (part of Run).
 func (p *Policy) RunHealth(ctx context.Context) { p.checker.Run(ctx) }
+
+// Resolve looks up the hostname backends that have no address yet (DNS
+// only, in parallel, within the health timeout) so the first clients find
+// them. Call it at start-up before serving; with IP-literal backends it
+// returns at once. Errors are only informative: the health checks count
+// DNS failures.
+func (p *Policy) Resolve(ctx context.Context) error { return p.checker.Resolve(ctx) }
 
 // CheckNow runs one health round synchronously (start-up, tests).
 func (p *Policy) CheckNow(ctx context.Context) { p.checker.RunRound(ctx) }

@@ -2,10 +2,10 @@ package policy
 
 import (
 	"context"
-	"errors"
 	"net"
 	"net/netip"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -372,6 +372,48 @@ func TestHostnameBackendTriesEveryAddress(t *testing.T) {
 	}
 }
 
+func TestNilAndEmptySnapshots(t *testing.T) {
+	p := New(nil, Options{})
+	p.Apply(nil)
+	c := connect(p, "192.0.2.1:1", ok)
+	c.close(p)
+	if c.ok || !c.admitted || p.Status().NoBackend != 1 || len(p.Status().Backends) != 0 {
+		t.Fatalf("empty policy: %+v", p.Status())
+	}
+	p.Apply(snapshot(config.RoundRobin, nil, five()[:1]...))
+	if c := connect(p, "192.0.2.1:2", ok); !c.ok {
+		t.Fatal("no pick after applying a backend")
+	} else {
+		c.close(p)
+	}
+}
+
+func TestResolveThroughPolicy(t *testing.T) {
+	res := resolverFunc(func(_ context.Context, _, host string) ([]netip.Addr, error) {
+		return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
+	})
+	p := New(snapshot(config.RoundRobin, nil, be("app.test", 9000, 1)), Options{Resolver: res})
+	if c := connect(p, "192.0.2.1:1", ok); c.ok {
+		t.Fatal("unresolved hostname picked")
+	} else {
+		c.close(p)
+	}
+	if err := p.Resolve(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	c := connect(p, "192.0.2.1:2", ok)
+	c.close(p)
+	if !c.ok || c.connected.Addr != netip.MustParseAddrPort("127.0.0.1:9000") || c.connected.Name != "app.test:9000" {
+		t.Fatalf("after Resolve: %+v", c.connected)
+	}
+}
+
+type resolverFunc func(ctx context.Context, network, host string) ([]netip.Addr, error)
+
+func (f resolverFunc) LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error) {
+	return f(ctx, network, host)
+}
+
 func TestPickWithoutAdmitDoesNotCrash(t *testing.T) {
 	f := newFixture(t, snapshot(config.RoundRobin, nil, five()[:1]...), Options{})
 	ci := &engine.ConnInfo{Client: netip.MustParseAddrPort("192.0.2.1:1")}
@@ -545,8 +587,13 @@ func TestHealthRunsAtStartAndAfterReload(t *testing.T) {
 	}
 	p.Apply(snapshot(config.RoundRobin, func(r *config.Runtime) { r.HealthCheckInterval = time.Hour }, five()[:3]...))
 	waitUntil(t, func() bool { return count(C) >= 1 })
+	waitUntil(t, func() bool { return p.Status().HealthRounds >= 2 })
 	if count(A) != 2 {
 		t.Fatalf("A dialed %d times, want 2 (start-up and the reload's round)", count(A))
+	}
+	p.CheckNow(t.Context())
+	if count(C) != 2 || p.Status().HealthRounds != 3 {
+		t.Fatalf("CheckNow: C dialed %d times, %d rounds", count(C), p.Status().HealthRounds)
 	}
 }
 
@@ -678,7 +725,61 @@ func TestConcurrentTrafficWithReloads(t *testing.T) {
 			t.Fatalf("a backend still counts %d active connections", n)
 		}
 	}
-	if errors.Is(nil, errRefused) {
-		t.Fatal("unreachable")
+}
+
+// TestLargePool exercises the tried-set of pools above 128 backends: one
+// client walks through every failing backend exactly once, and pooled
+// connection state moves between large and small pools safely.
+func TestLargePool(t *testing.T) {
+	var bs []config.Backend
+	for i := range 200 {
+		bs = append(bs, be("10.1."+strconv.Itoa(i/250)+"."+strconv.Itoa(i%250), 8000, 1))
+	}
+	tune := func(r *config.Runtime) { r.ProtectionTriggerThreshold = 1 << 20 }
+	f := newFixture(t, snapshot(config.RandomTwo, tune, bs...), Options{})
+	warm(f, 400)
+	var last string
+	attempts := 0
+	c := connect(f.p, "192.0.2.1:1", func(tg engine.Target) error {
+		if attempts++; attempts == 200 {
+			last = tg.Name
+			return nil
+		}
+		return errRefused
+	})
+	c.close(f.p)
+	seen := map[string]bool{}
+	for _, a := range c.tried {
+		if seen[a] {
+			t.Fatalf("%s tried twice", a)
+		}
+		seen[a] = true
+	}
+	if !c.ok || c.connected.Name != last || len(c.tried) != 200 {
+		t.Fatalf("tried %d backends, connected %v to %s", len(c.tried), c.ok, c.connected.Name)
+	}
+	f.p.Apply(snapshot(config.RoundRobin, nil, five()[:2]...))
+	for range 4 {
+		c := connect(f.p, "192.0.2.1:2", failing(map[string]error{A: errRefused}))
+		c.close(f.p)
+		if !c.ok {
+			t.Fatalf("small pool after large: tried %v", c.tried)
+		}
+	}
+}
+
+func TestProtectionReasonChangeLogged(t *testing.T) {
+	tune := func(r *config.Runtime) { r.ProtectionTriggerThreshold = 2; r.HealthCheckFailThreshold = 100 }
+	f := newFixture(t, snapshot(config.RoundRobin, tune, five()[:2]...), Options{})
+	warm(f, 2)
+	c := connect(f.p, "192.0.2.1:1", failing(map[string]error{A: errRefused, B: errRefused}))
+	c.close(f.p)
+	// Two refusals made a storm, then the client had nothing left.
+	if st := f.p.Status().Protection; st.Reason != "all_backends_unavailable" || st.Transitions != 2 {
+		t.Fatalf("protection %+v", st)
+	}
+	ch := f.log.lines("protection mode reason changed")
+	if len(ch) != 1 || ch[0]["reason"] != "all_backends_unavailable" || ch[0]["previous_reason"] != "timeout_or_refused_storm" || ch[0]["level"] != "WARN" {
+		t.Fatalf("reason change log %v", ch)
 	}
 }

@@ -1,7 +1,6 @@
 package protect
 
 import (
-	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -217,5 +216,4 @@ func TestMachineTransitionDetails(t *testing.T) {
 	if !m.QuietDeadline().IsZero() {
 		t.Fatal("quiet deadline while off")
 	}
-	_ = fmt.Sprint(o)
 }

@@ -76,8 +76,9 @@ type Engine struct {
 	addr     netip.AddrPort // bound address (port resolved)
 	wildcard bool           // listening on an unspecified address: ask the kernel for Local
 
-	loops   []*loop
-	loopFor sync.Map // gnet.EventLoop → *loop
+	loops     []*loop
+	loopsView atomic.Pointer[[]*loop] // loops, for Stats from any goroutine
+	loopFor   sync.Map                // gnet.EventLoop → *loop
 	rr      atomic.Uint32
 	loopWG  sync.WaitGroup
 
@@ -120,7 +121,11 @@ func (e *Engine) Stats() engine.Stats {
 	if a := e.active.Load(); a > 0 {
 		s.Active = uint64(a)
 	}
-	for _, l := range e.loops {
+	var loops []*loop
+	if v := e.loopsView.Load(); v != nil {
+		loops = *v
+	}
+	for _, l := range loops {
 		s.BytesIn += l.bytesIn.Load()
 		s.BytesOut += l.bytesOut.Load()
 	}
@@ -188,6 +193,7 @@ func (e *Engine) Start(ctx context.Context) error {
 		}
 		e.loops[i] = l
 	}
+	e.loopsView.Store(&e.loops)
 	for _, l := range e.loops {
 		e.loopWG.Add(1)
 		go l.run()

@@ -269,9 +269,14 @@ func (p *pair) onEvent(fd int, ev uint32) {
 // pump moves bytes for one direction until its source has nothing more,
 // its destination is blocked, or the per-event budget is spent. It returns
 // false when the pair was closed.
+//
+// Epoll is level-triggered, so pump may stop early without losing data: a
+// read shorter than the pipe has most likely emptied the socket, and the
+// next read is left to the next EPOLLIN instead of a sure EAGAIN; a partial
+// write means the send buffer is full, so EPOLLOUT is awaited at once.
 func (p *pair) pump(d *dir) bool {
 	l := p.l
-	moved := 0
+	moved, short := 0, false
 	for {
 		if d.buffered > 0 {
 			n, err := spliceOnce(d.pipe.r, d.dst, d.buffered)
@@ -286,9 +291,8 @@ func (p *pair) pump(d *dir) bool {
 			case err != nil:
 				p.failSide(d.dst)
 				return false
-			}
-			if d.buffered > 0 {
-				continue
+			case d.buffered > 0:
+				return true // partial write: the send buffer is full
 			}
 		}
 		// The pipe is empty.
@@ -303,7 +307,7 @@ func (p *pair) pump(d *dir) bool {
 			}
 			return true
 		}
-		if moved >= relayBudget {
+		if short || moved >= relayBudget {
 			if d.held {
 				d.held = false
 				l.putPipe(d.pipe)
@@ -332,6 +336,7 @@ func (p *pair) pump(d *dir) bool {
 			d.eof = true
 		default:
 			d.buffered = n
+			short = n < pipeSize
 			p.lastActive = l.now()
 		}
 	}

@@ -79,8 +79,8 @@ type Engine struct {
 	loops     []*loop
 	loopsView atomic.Pointer[[]*loop] // loops, for Stats from any goroutine
 	loopFor   sync.Map                // gnet.EventLoop → *loop
-	rr      atomic.Uint32
-	loopWG  sync.WaitGroup
+	rr        atomic.Uint32
+	loopWG    sync.WaitGroup
 
 	front *front
 

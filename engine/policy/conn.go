@@ -2,7 +2,9 @@ package policy
 
 import (
 	"context"
+	"errors"
 	"log/slog"
+	"syscall"
 	"time"
 
 	"github.com/bal-lb/bal/engine"
@@ -226,6 +228,13 @@ func (p *Policy) DialResult(c *engine.ConnInfo, t engine.Target, err error, _ ti
 		}
 		return
 	}
+	if localFailure(err) {
+		// bal itself is out of descriptors: nothing is known about the
+		// backend, so it is neither counted, cooled down nor marked down.
+		cs.pending = false
+		p.localFailures.Add(1)
+		return
+	}
 	r := engine.Classify(err)
 	b.CountFailure(r)
 	p.prot.Failure(now, r)
@@ -239,6 +248,11 @@ func (p *Policy) DialResult(c *engine.ConnInfo, t engine.Target, err error, _ ti
 		return
 	}
 	p.backendFailed(b, p.mono(now), err)
+}
+
+// localFailure reports errors caused by the proxy's own resource limits.
+func localFailure(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)
 }
 
 // backendFailed puts b in cooldown and counts a passive health failure.

@@ -53,6 +53,8 @@ type Policy struct {
 	bytesIn   atomic.Uint64
 	bytesOut  atomic.Uint64
 
+	localFailures atomic.Uint64
+
 	prot    *protect.Guard
 	checker *health.Checker
 

@@ -4,15 +4,18 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/bal-lb/bal/engine"
 	"github.com/bal-lb/bal/engine/config"
+	"github.com/bal-lb/bal/engine/pool"
 )
 
 const (
@@ -781,5 +784,23 @@ func TestProtectionReasonChangeLogged(t *testing.T) {
 	ch := f.log.lines("protection mode reason changed")
 	if len(ch) != 1 || ch[0]["reason"] != "all_backends_unavailable" || ch[0]["previous_reason"] != "timeout_or_refused_storm" || ch[0]["level"] != "WARN" {
 		t.Fatalf("reason change log %v", ch)
+	}
+}
+
+func TestLocalFailureDoesNotBlameBackend(t *testing.T) {
+	f := newFixture(t, snapshot(config.RoundRobin, func(r *config.Runtime) { r.ProtectionTriggerThreshold = 1 }, five()[:2]...), Options{})
+	warm(f, 2)
+	emfile := &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("socket", syscall.EMFILE)}
+	c := connect(f.p, "192.0.2.1:1", failing(map[string]error{A: emfile}))
+	c.close(f.p)
+	if !slices.Equal(c.tried, []string{A, B}) || !c.ok {
+		t.Fatalf("tried %v", c.tried)
+	}
+	a := f.backend(t, A)
+	if a.Counters != (pool.Counters{}) || !a.Cooldown.IsZero() || !a.Reachable || a.Streak != 0 {
+		t.Fatalf("A blamed for a local failure: %+v", a)
+	}
+	if st := f.p.Status(); st.Protection.Enabled || st.LocalFailures != 1 {
+		t.Fatalf("status %+v", st)
 	}
 }

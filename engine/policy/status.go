@@ -24,6 +24,7 @@ type Status struct {
 	HealthRounds     uint64
 	Protection       ProtectionStatus
 	AccessLogDropped uint64 // access log lines dropped because the writer was behind
+	LocalFailures    uint64 // connects that failed for lack of local descriptors (not counted against backends)
 }
 
 // BackendStatus is one backend's live state.
@@ -68,6 +69,7 @@ func (p *Policy) Status() Status {
 		HealthRounds:     p.checker.Rounds(),
 		Protection:       ProtectionStatus{Enabled: ps.On, Reason: string(ps.Reason), Since: ps.Since, Transitions: p.prot.Transitions()},
 		AccessLogDropped: p.accessDropped.Load(),
+		LocalFailures:    p.localFailures.Load(),
 	}
 	for _, b := range st.pool.Backends() {
 		h := b.Health()

@@ -1,0 +1,370 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/bal-lb/bal/engine"
+	"github.com/bal-lb/bal/engine/auto"
+	"github.com/bal-lb/bal/engine/config"
+	"github.com/bal-lb/bal/engine/enginetest"
+)
+
+// gnet's package-level ants pool starts two goroutines at init and keeps them.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*poolCommon).purgeStaleWorkers"),
+		goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*poolCommon).ticktock"))
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// nameBackend answers every connection with its own name and closes.
+func nameBackend(t *testing.T, name string) *enginetest.Backend {
+	return enginetest.NewBackend(t, func(c *net.TCPConn) { _, _ = io.WriteString(c, name) })
+}
+
+type cfg struct {
+	port     int
+	backends []netip.AddrPort
+	extra    string
+}
+
+func (c cfg) yaml() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "mode: advanced\nport: %d\nbind_address: 127.0.0.1\nlog_level: debug\nruntime:\n  engine: %s\n  health_check_interval_ms: 200\n%s\nbackends:\n", c.port, engineName, c.extra)
+	for _, a := range c.backends {
+		fmt.Fprintf(&b, "  - host: %q\n    port: %d\n", a.Addr().String(), a.Port())
+	}
+	return b.String()
+}
+
+// engineName is the runtime.engine the tests run with; TestServer runs
+// every test once per engine available here.
+var engineName = "std"
+
+func TestServer(t *testing.T) {
+	engines := []string{"std"}
+	if runtime.GOOS == "linux" {
+		engines = append(engines, "gnet")
+	}
+	tests := []struct {
+		name string
+		fn   func(*testing.T)
+	}{
+		{"RoundRobinAndStatus", testRoundRobinAndStatus},
+		{"ReloadRejectedKeepsServing", testReloadRejectedKeepsServing},
+		{"ReloadBackendsLive", testReloadBackendsLive},
+		{"ReloadPortChange", testReloadPortChange},
+		{"ReloadPortTakenRejected", testReloadPortTakenRejected},
+		{"StartPortInUse", testStartPortInUse},
+		{"ConnectionsSurviveManyReloads", testConnectionsSurviveManyReloads},
+		{"ListenerDeathRestartsThenFatal", testListenerDeathRestartsThenFatal},
+	}
+	for _, e := range engines {
+		t.Run(e, func(t *testing.T) {
+			engineName = e
+			for _, tt := range tests {
+				t.Run(tt.name, tt.fn)
+			}
+		})
+	}
+}
+
+func writeCfg(t *testing.T, path string, c cfg) *config.Snapshot {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(c.yaml()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := config.Load(path)
+	if err != nil {
+		t.Fatalf("config: %v\n%s", err, c.yaml())
+	}
+	return s
+}
+
+func startServer(t *testing.T, snap *config.Snapshot) *Server {
+	t.Helper()
+	s := New(snap, Options{Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+func ask(t *testing.T, addr string) (string, error) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+	b, err := io.ReadAll(c)
+	return string(b), err
+}
+
+func testRoundRobinAndStatus(t *testing.T) {
+	a, b := nameBackend(t, "a"), nameBackend(t, "b")
+	port := freePort(t)
+	s := startServer(t, writeCfg(t, filepath.Join(t.TempDir(), "c.yaml"), cfg{port: port, backends: []netip.AddrPort{a.Addr, b.Addr}}))
+	counts := map[string]int{}
+	for range 10 {
+		got, err := ask(t, fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		counts[got]++
+	}
+	if counts["a"] != 5 || counts["b"] != 5 {
+		t.Fatalf("distribution %v, want 5/5", counts)
+	}
+	st := s.Status()
+	if st.Engine != engineName || st.Listen.Port() != uint16(port) || st.Accepted != 10 || st.Policy.Total != 10 {
+		t.Fatalf("status %+v", st)
+	}
+	if st.LastReload != nil || st.Reloads != 0 {
+		t.Fatalf("reload state before any reload: %+v", st)
+	}
+}
+
+func testReloadRejectedKeepsServing(t *testing.T) {
+	a := nameBackend(t, "a")
+	port := freePort(t)
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	s := startServer(t, writeCfg(t, path, cfg{port: port, backends: []netip.AddrPort{a.Addr}}))
+	if err := os.WriteFile(path, []byte("port: 70000\nbogus: 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r, err := s.ReloadFile(context.Background())
+	if !errors.Is(err, ErrReloadRejected) || !errors.Is(err, config.ErrInvalid) {
+		t.Fatalf("reload error %v, want ErrReloadRejected wrapping config.ErrInvalid", err)
+	}
+	if r.OK || !strings.Contains(r.Error, "bogus") {
+		t.Fatalf("result %+v: want the cause (the unknown key) in the error", r)
+	}
+	if got, err := ask(t, fmt.Sprintf("127.0.0.1:%d", port)); err != nil || got != "a" {
+		t.Fatalf("after a rejected reload: %q, %v", got, err)
+	}
+	st := s.Status()
+	if st.ReloadFailures != 1 || st.Reloads != 0 || st.LastReload == nil || st.LastReload.OK {
+		t.Fatalf("status after rejected reload: failures %d reloads %d last %+v", st.ReloadFailures, st.Reloads, st.LastReload)
+	}
+}
+
+func testReloadBackendsLive(t *testing.T) {
+	a, b := nameBackend(t, "a"), nameBackend(t, "b")
+	port := freePort(t)
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	s := startServer(t, writeCfg(t, path, cfg{port: port, backends: []netip.AddrPort{a.Addr}}))
+	writeCfg(t, path, cfg{port: port, backends: []netip.AddrPort{b.Addr}})
+	r, err := s.ReloadFile(context.Background())
+	if err != nil || !r.OK || len(r.Changes) == 0 {
+		t.Fatalf("reload: %+v, %v", r, err)
+	}
+	for range 4 {
+		if got, err := ask(t, fmt.Sprintf("127.0.0.1:%d", port)); err != nil || got != "b" {
+			t.Fatalf("after reload: %q, %v; want b", got, err)
+		}
+	}
+	if st := s.Status(); st.Reloads != 1 || !st.LastReload.OK {
+		t.Fatalf("status %+v", st)
+	}
+}
+
+func testReloadPortChange(t *testing.T) {
+	echo := enginetest.NewBackend(t, enginetest.Echo)
+	p1, p2 := freePort(t), freePort(t)
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	s := startServer(t, writeCfg(t, path, cfg{port: p1, backends: []netip.AddrPort{echo.Addr}}))
+	held, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", p1), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	echoOnce(t, held, "before")
+	writeCfg(t, path, cfg{port: p2, backends: []netip.AddrPort{echo.Addr}})
+	if _, err := s.ReloadFile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	c2, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", p2), time.Second)
+	if err != nil {
+		t.Fatalf("new port does not accept: %v", err)
+	}
+	echoOnce(t, c2, "new port")
+	c2.Close()
+	if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", p1), time.Second); err == nil {
+		c.Close()
+		t.Fatal("old port still accepts after the reload")
+	}
+	echoOnce(t, held, "held on the old port")
+	if st := s.Status(); st.Draining != 1 || st.Listen.Port() != uint16(p2) {
+		t.Fatalf("status %+v: want the old listener draining", st)
+	}
+	held.Close()
+	waitFor(t, func() bool { return s.Status().Draining == 0 })
+}
+
+func testReloadPortTakenRejected(t *testing.T) {
+	a := nameBackend(t, "a")
+	p1 := freePort(t)
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	s := startServer(t, writeCfg(t, path, cfg{port: p1, backends: []netip.AddrPort{a.Addr}}))
+	writeCfg(t, path, cfg{port: taken.Addr().(*net.TCPAddr).Port, backends: []netip.AddrPort{a.Addr}})
+	if _, err := s.ReloadFile(context.Background()); !errors.Is(err, engine.ErrAddrInUse) || !errors.Is(err, ErrReloadRejected) {
+		t.Fatalf("reload onto a taken port: %v", err)
+	}
+	if got, err := ask(t, fmt.Sprintf("127.0.0.1:%d", p1)); err != nil || got != "a" {
+		t.Fatalf("old listener after the rejected reload: %q, %v", got, err)
+	}
+	if s.Snapshot().Port != p1 {
+		t.Fatal("snapshot changed although the reload was rejected")
+	}
+}
+
+func testStartPortInUse(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	snap := writeCfg(t, filepath.Join(t.TempDir(), "c.yaml"), cfg{port: taken.Addr().(*net.TCPAddr).Port, backends: []netip.AddrPort{enginetest.DeadAddr(t)}})
+	s := New(snap, Options{})
+	if err := s.Start(context.Background()); !errors.Is(err, engine.ErrAddrInUse) {
+		t.Fatalf("Start on a taken port: %v", err)
+	}
+	_ = s.Close()
+}
+
+func testConnectionsSurviveManyReloads(t *testing.T) {
+	echo := enginetest.NewBackend(t, enginetest.Echo)
+	port := freePort(t)
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	s := startServer(t, writeCfg(t, path, cfg{port: port, backends: []netip.AddrPort{echo.Addr}}))
+	held, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	for i := range 20 {
+		writeCfg(t, path, cfg{port: port, backends: []netip.AddrPort{echo.Addr}, extra: fmt.Sprintf("  backend_connect_timeout_ms: %d", 500+i)})
+		if _, err := s.ReloadFile(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		echoOnce(t, held, fmt.Sprintf("after reload %d", i))
+	}
+	if st := s.Status(); st.Reloads != 20 {
+		t.Fatalf("reloads = %d", st.Reloads)
+	}
+}
+
+// dyingEngine wraps a real engine and can be made to "die" like a gnet
+// engine after EMFILE: listener gone, Done fires.
+type dyingEngine struct {
+	engine.Engine
+	done chan error
+}
+
+func (d *dyingEngine) Done() <-chan error { return d.done }
+
+func (d *dyingEngine) die() {
+	_ = d.Engine.Close()
+	d.done <- errors.New("accept: too many open files")
+}
+
+func testListenerDeathRestartsThenFatal(t *testing.T) {
+	a := nameBackend(t, "a")
+	port := freePort(t)
+	snap := writeCfg(t, filepath.Join(t.TempDir(), "c.yaml"), cfg{port: port, backends: []netip.AddrPort{a.Addr}})
+	var mu sync.Mutex
+	var made []*dyingEngine
+	sel := func(name string) (engine.Factory, string, error) {
+		f, n, err := auto.Select(name)
+		return func(o engine.Options, p engine.Policy) (engine.Engine, error) {
+			e, err := f(o, p)
+			d := &dyingEngine{Engine: e, done: make(chan error, 1)}
+			mu.Lock()
+			made = append(made, d)
+			mu.Unlock()
+			return d, err
+		}, n, err
+	}
+	s := New(snap, Options{Select: sel, Restarts: 1, RestartWindow: time.Hour})
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	last := func() *dyingEngine { mu.Lock(); defer mu.Unlock(); return made[len(made)-1] }
+	first := last()
+	first.die()
+	waitFor(t, func() bool { return last() != first })
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	waitFor(t, func() bool { got, err := ask(t, addr); return err == nil && got == "a" })
+	last().die() // over the budget of one restart
+	select {
+	case err := <-s.Fatal():
+		if !strings.Contains(err.Error(), "too many open files") {
+			t.Fatalf("fatal error %v does not carry the cause", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no fatal error after the restart budget was spent")
+	}
+}
+
+func echoOnce(t *testing.T, c net.Conn, msg string) {
+	t.Helper()
+	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := io.WriteString(c, msg); err != nil {
+		t.Fatalf("write %q: %v", msg, err)
+	}
+	buf := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != msg {
+		t.Fatalf("echo of %q: %q, %v", msg, buf, err)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatal("condition not met within 5 s")
+}

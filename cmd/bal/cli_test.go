@@ -1,7 +1,9 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
+	"os"
 	"runtime"
 	"strings"
 	"testing"
@@ -128,5 +130,30 @@ func TestReportHelpers(t *testing.T) {
 	b.Reset()
 	if err := writeJSON(&b, map[string]any{"a": "<x>", "b": []int{}}); err != nil || b.String() != "{\n  \"a\": \"<x>\",\n  \"b\": []\n}\n" {
 		t.Errorf("writeJSON = %q, %v", b.String(), err)
+	}
+}
+
+// TestCheckCannotRead: a path that is not a readable file, or no home to
+// look in, still gives the report shape and one JSON document, exit 1.
+func TestCheckCannotRead(t *testing.T) {
+	dir := t.TempDir()
+	code, stdout, _ := runInProcess(t, "check", "-c", dir)
+	if code != 1 || !strings.Contains(stdout, "what_happened: configuration file cannot be read\n") || !strings.Contains(stdout, "is a directory") {
+		t.Errorf("directory: exit %d\n%s", code, stdout)
+	}
+
+	if _, err := os.Stat("/etc/bal/config.yaml"); err == nil {
+		t.Skip("/etc/bal/config.yaml exists: the no-home case would read it")
+	}
+	t.Setenv("HOME", "")
+	var out, errb strings.Builder
+	t.Setenv("BAL_HOME", "")
+	code = run([]string{"check", "--json"}, &out, &errb)
+	var doc map[string]any
+	if err := json.Unmarshal([]byte(out.String()), &doc); err != nil || code != 1 || doc["valid"] != false {
+		t.Errorf("no home: exit %d, %v\n%s", code, err, out.String())
+	}
+	if errs, _ := doc["errors"].([]any); len(errs) != 1 || !strings.Contains(fmt.Sprint(errs[0]), "set BAL_HOME") {
+		t.Errorf("no home: errors %v", doc["errors"])
 	}
 }

@@ -128,7 +128,7 @@ func check(flagPath string, strict bool) *checkResult {
 		res.fault = triplet{
 			what: "configuration file cannot be read",
 			why:  err.Error(),
-			do:   "fix the file's permissions, or pass another file with '-c FILE'",
+			do:   "check that the path is a readable file, or pass another one with '-c FILE'",
 		}
 	}
 	return res

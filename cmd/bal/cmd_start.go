@@ -1,6 +1,8 @@
 package main
 
-import "github.com/spf13/pflag"
+import (
+	"github.com/spf13/pflag"
+)
 
 // startOptions are the flags of bal start.
 type startOptions struct {
@@ -31,7 +33,9 @@ port in use, already running).`,
 	}
 }
 
-func runStart(e *env, _ *startOptions) int {
-	// Process control and the engines come with later issues.
-	return notAvailable(e, "start")
+func runStart(e *env, o *startOptions) int {
+	if o.daemon {
+		return notAvailable(e, "start -d")
+	}
+	return serveForeground(e, o.config)
 }

@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -49,6 +50,10 @@ type Options struct {
 	// its own is restarted before Fatal fires; 0 means 5 per minute.
 	Restarts      int
 	RestartWindow time.Duration
+	// Metrics writes the Prometheus text exposition of a status (it is
+	// engine/metrics.Write). When set, runtime.metrics_address gets an HTTP
+	// listener serving GET /metrics, rebound on reload.
+	Metrics func(w io.Writer, st Status)
 }
 
 // ReloadResult is the outcome of the latest reload.
@@ -87,6 +92,7 @@ type Server struct {
 	restarts []time.Time
 
 	reloads, reloadFailures atomic.Uint64
+	metrics                 *metricsListener
 
 	bg     sync.WaitGroup
 	cancel context.CancelFunc
@@ -207,6 +213,10 @@ func (s *Server) Start(ctx context.Context) error {
 	cancel()
 	l, err := s.startListener(ctx, s.snap)
 	if err != nil {
+		return err
+	}
+	if s.metrics, err = s.listenMetrics(s.snap.Runtime.MetricsAddress); err != nil {
+		_ = l.eng.Close()
 		return err
 	}
 	s.cur = l
@@ -383,7 +393,14 @@ func (s *Server) Reload(ctx context.Context, next *config.Snapshot) (*ReloadResu
 			}
 		}
 	}
+	var metrics *metricsListener
+	if err == nil && next.Runtime.MetricsAddress != s.metrics.address() {
+		metrics, err = s.listenMetrics(next.Runtime.MetricsAddress)
+	}
 	if err != nil {
+		if fresh != nil {
+			_ = fresh.eng.Close()
+		}
 		s.mu.Unlock()
 		return s.reject(fmt.Errorf("%w: %w", ErrReloadRejected, err))
 	}
@@ -399,6 +416,10 @@ func (s *Server) Reload(ctx context.Context, next *config.Snapshot) (*ReloadResu
 		s.retire(cur)
 		s.cur = fresh
 		s.watch(fresh)
+	}
+	if next.Runtime.MetricsAddress != s.metrics.address() {
+		s.metrics.close()
+		s.metrics = metrics
 	}
 	r := &ReloadResult{OK: true, Time: time.Now(), Changes: changes}
 	s.last = r
@@ -434,6 +455,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	s.closed = true
+	s.metrics.close()
 	ls := make([]*listener, 0, len(s.draining)+1)
 	if s.cur != nil {
 		close(s.cur.stop)

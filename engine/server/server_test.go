@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -367,4 +368,63 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 	}
 	t.Fatal("condition not met within 5 s")
+}
+
+func fakeMetrics(w io.Writer, st Status) {
+	fmt.Fprintf(w, "bal_connections_total %d\n", st.Policy.Total)
+}
+
+func scrape(t *testing.T, addr string) (string, error) {
+	t.Helper()
+	c := http.Client{Timeout: 3 * time.Second}
+	resp, err := c.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		return string(b), fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return string(b), err
+}
+
+func tMetricsListener(t *testing.T) {
+	a := nameBackend(t, "a")
+	port, m1, m2 := freePort(t), freePort(t), freePort(t)
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	snap := writeCfg(t, path, cfg{port: port, backends: []netip.AddrPort{a.Addr}, extra: fmt.Sprintf("  metrics_address: 127.0.0.1:%d", m1)})
+	s := New(snap, Options{Metrics: fakeMetrics})
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := ask(t, fmt.Sprintf("127.0.0.1:%d", port)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { body, err := scrape(t, fmt.Sprintf("127.0.0.1:%d", m1)); return err == nil && body == "bal_connections_total 1\n" })
+	// Moving the listener: the new address serves, the old one is gone.
+	writeCfg(t, path, cfg{port: port, backends: []netip.AddrPort{a.Addr}, extra: fmt.Sprintf("  metrics_address: 127.0.0.1:%d", m2)})
+	if _, err := s.ReloadFile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := scrape(t, fmt.Sprintf("127.0.0.1:%d", m2)); err != nil {
+		t.Fatalf("new metrics address: %v", err)
+	}
+	if _, err := scrape(t, fmt.Sprintf("127.0.0.1:%d", m1)); err == nil {
+		t.Fatal("old metrics address still serves")
+	}
+	// A taken address rejects the reload and keeps the current listener.
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	writeCfg(t, path, cfg{port: port, backends: []netip.AddrPort{a.Addr}, extra: "  metrics_address: " + taken.Addr().String()})
+	if _, err := s.ReloadFile(context.Background()); !errors.Is(err, ErrReloadRejected) {
+		t.Fatalf("reload onto a taken metrics address: %v", err)
+	}
+	if _, err := scrape(t, fmt.Sprintf("127.0.0.1:%d", m2)); err != nil {
+		t.Fatalf("metrics after the rejected reload: %v", err)
+	}
 }

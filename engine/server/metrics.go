@@ -1,0 +1,98 @@
+package server
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+)
+
+// metricsListener serves GET /metrics on runtime.metrics_address.
+type metricsListener struct {
+	addr string
+	ln   net.Listener
+	srv  *http.Server
+}
+
+// listenMetrics binds addr and serves the metrics there; "" or no
+// Options.Metrics means no listener (nil, nil).
+func (s *Server) listenMetrics(addr string) (*metricsListener, error) {
+	if addr == "" || s.opts.Metrics == nil {
+		return nil, nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("runtime.metrics_address %s: %w", addr, err)
+	}
+	m := &metricsListener{addr: addr, ln: ln}
+	m.srv = &http.Server{
+		Handler:           http.HandlerFunc(s.serveMetrics),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      10 * time.Second,
+		IdleTimeout:       time.Minute,
+		MaxHeaderBytes:    8 << 10,
+		ErrorLog:          nil,
+	}
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		if err := m.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("metrics listener stopped", "address", addr, "error", err.Error())
+		}
+	}()
+	s.log.Info("metrics listening", "address", ln.Addr().String())
+	return m, nil
+}
+
+// MetricsHandler serves the Prometheus exposition of the live status; the
+// control socket mounts it on GET /metrics too.
+func (s *Server) MetricsHandler() http.Handler { return http.HandlerFunc(s.serveMetrics) }
+
+func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != "/metrics" {
+		http.NotFound(w, r)
+		return
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	if s.opts.Metrics == nil {
+		http.NotFound(w, r)
+		return
+	}
+	var buf bytes.Buffer
+	s.opts.Metrics(&buf, s.Status())
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+	_, _ = w.Write(buf.Bytes())
+}
+
+func (m *metricsListener) address() string {
+	if m == nil {
+		return ""
+	}
+	return m.addr
+}
+
+// Addr is the bound address (port 0 resolved).
+func (m *metricsListener) Addr() net.Addr { return m.ln.Addr() }
+
+func (m *metricsListener) close() {
+	if m != nil {
+		_ = m.srv.Close()
+	}
+}
+
+// MetricsAddr is the address the metrics listener is bound to, or nil.
+func (s *Server) MetricsAddr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.metrics == nil {
+		return nil
+	}
+	return s.metrics.Addr()
+}

@@ -197,7 +197,6 @@ func TestBlackBoxCLI(t *testing.T) {
 		{nil, 2, "", "bal: missing command (see 'bal --help')\n"},
 		{[]string{"check", "--frobnicate"}, 2, "", "bal check: unknown flag: --frobnicate (see 'bal check --help')\n"},
 		{[]string{"status", "--help"}, 0, "Usage: bal status [-c FILE] [--brief] [--json] [--verbose]\n", ""},
-		{[]string{"start", "-d"}, 1, "", "not available yet: start\n"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

@@ -70,8 +70,7 @@ func TestRunUsage(t *testing.T) {
 		{[]string{"check"}, 1, "no file at ", ""}, // empty BAL_HOME
 
 		// Commands that later issues build: flags parse, then an honest refusal.
-		{[]string{"start"}, 1, "", "not available yet: start\n"},
-		{[]string{"start", "-d", "-c", valid}, 1, "", "not available yet: start\n"},
+		{[]string{"start", "-c", "testdata/configs/nope.yaml"}, 1, "", "bal start: "},
 		{[]string{"stop", "--timeout", "10s"}, 1, "", "not available yet: stop\n"},
 		{[]string{"stop"}, 1, "", "not available yet: stop\n"},
 		{[]string{"graceful"}, 1, "", "not available yet: graceful\n"},

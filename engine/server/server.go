@@ -192,9 +192,8 @@ func (s *Server) startEngine(ctx context.Context, factory engine.Factory, name s
 		_ = eng.Close()
 		return nil, err
 	}
-	l := &listener{eng: eng, name: name, addr: eng.Addr(), backlog: backlog, stop: make(chan struct{})}
-	s.log.Info("listening", "address", l.addr.String(), "engine", name)
-	return l, nil
+	// The engine logs "listening" itself.
+	return &listener{eng: eng, name: name, addr: eng.Addr(), backlog: backlog, stop: make(chan struct{})}, nil
 }
 
 // Start binds the listener and starts the background work (health checks,

@@ -1,0 +1,173 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/bal-lb/bal/engine/enginetest"
+)
+
+// Black-box tests of issue 3: the real binary on loopback with real backends.
+
+// named starts a backend that writes its name on every connection and closes.
+func named(t *testing.T, name string) *enginetest.Backend {
+	return enginetest.NewBackend(t, func(c *net.TCPConn) { _, _ = io.WriteString(c, name) })
+}
+
+// whoAnswers connects through bal and returns the backend's name.
+func whoAnswers(addr string) (string, error) {
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+	b, err := io.ReadAll(c)
+	if err == nil && len(b) == 0 {
+		err = io.ErrUnexpectedEOF
+	}
+	return string(b), err
+}
+
+// runInstance writes cfg and starts bal with it in a fresh BAL_HOME.
+func runInstance(t *testing.T, cfg balConfig) (*balProc, string) {
+	t.Helper()
+	home := filepath.Join(t.TempDir(), "home")
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	writeFile(t, path, cfg.String())
+	return startBalProc(t, home, path, cfg.port), path
+}
+
+func TestDataPathBlackBox(t *testing.T) {
+	for _, eng := range testEngines() {
+		t.Run(eng, func(t *testing.T) {
+			t.Run("RoundRobin", func(t *testing.T) { testRoundRobin(t, eng) })
+			t.Run("Weights3to1", func(t *testing.T) { testWeights(t, eng) })
+			t.Run("OneBackendDown", func(t *testing.T) { testOneDown(t, eng) })
+			t.Run("AllBackendsDown", func(t *testing.T) { testAllBackendsDown(t, eng) })
+			t.Run("SIGTERMDuringTransfer", func(t *testing.T) { testTermDuringTransfer(t, eng) })
+		})
+	}
+}
+
+func distribution(t *testing.T, addr string, n int) map[string]int {
+	t.Helper()
+	got := map[string]int{}
+	for i := range n {
+		name, err := whoAnswers(addr)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		got[name]++
+	}
+	return got
+}
+
+func testRoundRobin(t *testing.T, eng string) {
+	a, b := named(t, "a"), named(t, "b")
+	p, _ := runInstance(t, balConfig{port: freePort(t), engine: eng, backends: []string{a.Addr.String(), b.Addr.String()}})
+	if got := distribution(t, p.addr(), 10); got["a"] != 5 || got["b"] != 5 {
+		t.Fatalf("10 connections went %v, want 5/5", got)
+	}
+}
+
+func testWeights(t *testing.T, eng string) {
+	a, b := named(t, "a"), named(t, "b")
+	p, _ := runInstance(t, balConfig{port: freePort(t), engine: eng, backends: []string{a.Addr.String() + " 3", b.Addr.String() + " 1"}})
+	if got := distribution(t, p.addr(), 40); got["a"] != 30 || got["b"] != 10 {
+		t.Fatalf("40 connections went %v, want 30/10 (weights 3:1)", got)
+	}
+}
+
+func testOneDown(t *testing.T, eng string) {
+	a := named(t, "a")
+	dead := enginetest.DeadAddr(t)
+	p, _ := runInstance(t, balConfig{port: freePort(t), engine: eng, backends: []string{a.Addr.String(), dead.String()}})
+	if got := distribution(t, p.addr(), 20); got["a"] != 20 {
+		t.Fatalf("with one backend's port closed: %v, want every connection served by a", got)
+	}
+}
+
+func testAllBackendsDown(t *testing.T, eng string) {
+	p, _ := runInstance(t, balConfig{port: freePort(t), engine: eng, backends: []string{enginetest.DeadAddr(t).String(), enginetest.DeadAddr(t).String()}})
+	for i := range 3 {
+		c, err := net.DialTimeout("tcp", p.addr(), 2*time.Second)
+		if err != nil {
+			t.Fatalf("bal must accept even when every backend is down: %v", err)
+		}
+		began := time.Now()
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, err := io.Copy(io.Discard, c)
+		c.Close()
+		if el := time.Since(began); el >= time.Second || n != 0 {
+			t.Fatalf("connection %d: closed after %v with %d bytes (%v), want closed in under 1 s", i, el, n, err)
+		}
+	}
+}
+
+// testTermDuringTransfer: SIGTERM while an 8 MiB download is in flight; the
+// download completes byte-exact, new connections are refused, bal exits 0
+// and removes its PID file.
+func testTermDuringTransfer(t *testing.T, eng string) {
+	const size, chunk = 8 << 20, 256 << 10
+	slow := enginetest.NewBackend(t, func(c *net.TCPConn) {
+		src := enginetest.NewStream(9, size)
+		buf := make([]byte, chunk)
+		for {
+			n, err := src.Read(buf)
+			if err != nil {
+				break
+			}
+			if _, err := c.Write(buf[:n]); err != nil {
+				return
+			}
+			time.Sleep(40 * time.Millisecond) // about 1.3 s in all
+		}
+	})
+	p, _ := runInstance(t, balConfig{port: freePort(t), engine: eng, backends: []string{slow.Addr.String()}})
+	if pid, err := os.ReadFile(p.pidFile()); err != nil || string(bytes.TrimSpace(pid)) != strconv.Itoa(p.cmd.Process.Pid) {
+		t.Fatalf("pid file %q, %v; want %d", pid, err, p.cmd.Process.Pid)
+	}
+	c, err := net.DialTimeout("tcp", p.addr(), 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	first := make([]byte, chunk)
+	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	if _, err := io.ReadFull(c, first); err != nil {
+		t.Fatal(err)
+	}
+	p.signal(syscall.SIGTERM)
+	p.waitLog(0, "shutting down: no new connections; draining", nil, 5*time.Second)
+	refused := false
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		nc, err := net.DialTimeout("tcp", p.addr(), time.Second)
+		if err != nil {
+			refused = true
+			break
+		}
+		nc.Close()
+	}
+	if !refused {
+		t.Fatal("new connections still accepted after SIGTERM")
+	}
+	sum, n, err := enginetest.ReadAllSum(io.MultiReader(bytes.NewReader(first), c))
+	if err != nil || n != size || sum != enginetest.StreamSum(9, size) {
+		t.Fatalf("transfer during shutdown: %d bytes, sha ok %v, err %v", n, sum == enginetest.StreamSum(9, size), err)
+	}
+	c.Close()
+	if code := p.wait(10 * time.Second); code != 0 {
+		t.Fatalf("exit code %d after a clean drain, want 0", code)
+	}
+	if _, err := os.Stat(p.pidFile()); !os.IsNotExist(err) {
+		t.Fatalf("pid file left behind: %v", err)
+	}
+}

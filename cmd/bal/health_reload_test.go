@@ -1,0 +1,424 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/bal-lb/bal/engine/enginetest"
+)
+
+// Black-box tests of issue 4: health checks, protection mode and reloads
+// with the real binary.
+
+// killable is a backend on a fixed loopback port that the test can kill
+// (listener and connections closed: connects are refused) and restart.
+type killable struct {
+	t      *testing.T
+	port   int
+	handle func(*net.TCPConn)
+
+	mu    sync.Mutex
+	ln    *net.TCPListener
+	conns map[*net.TCPConn]struct{}
+	wg    sync.WaitGroup
+}
+
+func newKillable(t *testing.T, handle func(*net.TCPConn)) *killable {
+	k := &killable{t: t, port: freePort(t), handle: handle, conns: map[*net.TCPConn]struct{}{}}
+	k.start()
+	t.Cleanup(k.kill)
+	return k
+}
+
+func (k *killable) addr() string { return fmt.Sprintf("127.0.0.1:%d", k.port) }
+
+func (k *killable) start() {
+	k.t.Helper()
+	var ln net.Listener
+	var err error
+	for range 100 { // the port may linger briefly after a kill
+		if ln, err = net.Listen("tcp", k.addr()); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		k.t.Fatalf("restart backend on %s: %v", k.addr(), err)
+	}
+	k.mu.Lock()
+	k.ln = ln.(*net.TCPListener)
+	k.mu.Unlock()
+	k.wg.Add(1)
+	go func() {
+		defer k.wg.Done()
+		for {
+			c, err := ln.(*net.TCPListener).AcceptTCP()
+			if err != nil {
+				return
+			}
+			k.mu.Lock()
+			k.conns[c] = struct{}{}
+			k.mu.Unlock()
+			k.wg.Add(1)
+			go func() {
+				defer k.wg.Done()
+				k.handle(c)
+				c.Close()
+				k.mu.Lock()
+				delete(k.conns, c)
+				k.mu.Unlock()
+			}()
+		}
+	}()
+}
+
+func (k *killable) kill() {
+	k.mu.Lock()
+	if k.ln != nil {
+		k.ln.Close()
+		k.ln = nil
+	}
+	for c := range k.conns {
+		c.Close()
+	}
+	k.mu.Unlock()
+	k.wg.Wait()
+}
+
+func nameHandler(name string) func(*net.TCPConn) {
+	return func(c *net.TCPConn) { _, _ = io.WriteString(c, name) }
+}
+
+// outcome is one client connection of a load loop.
+type outcome struct {
+	at   time.Time
+	took time.Duration
+	name string
+	err  error
+}
+
+// loadLoop connects through addr every few milliseconds until stop is
+// closed and returns every outcome.
+func loadLoop(addr string, stop <-chan struct{}) <-chan []outcome {
+	out := make(chan []outcome, 1)
+	go func() {
+		var res []outcome
+		for {
+			select {
+			case <-stop:
+				out <- res
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			began := time.Now()
+			name, err := whoAnswers(addr)
+			res = append(res, outcome{at: began, took: time.Since(began), name: name, err: err})
+		}
+	}()
+	return out
+}
+
+const (
+	hcInterval = 200 * time.Millisecond
+	hcFall     = 2
+	hcRise     = 2
+)
+
+func healthRuntime() []string {
+	return []string{
+		fmt.Sprintf("health_check_interval_ms: %d", hcInterval.Milliseconds()),
+		"health_check_timeout_ms: 150",
+		fmt.Sprintf("health_check_fail_threshold: %d", hcFall),
+		fmt.Sprintf("health_check_success_threshold: %d", hcRise),
+		"backend_connect_timeout_ms: 300",
+	}
+}
+
+func TestHealthBlackBox(t *testing.T) {
+	for _, eng := range testEngines() {
+		t.Run(eng, func(t *testing.T) {
+			t.Run("KilledUnderLoadThenBack", func(t *testing.T) { testKilledUnderLoad(t, eng) })
+			t.Run("DeadAtStartup", func(t *testing.T) { testDeadAtStartup(t, eng) })
+			t.Run("ProtectionStorm", func(t *testing.T) { testProtectionStorm(t, eng) })
+			t.Run("ProtectionAllUnavailable", func(t *testing.T) { testProtectionAllDown(t, eng) })
+		})
+	}
+}
+
+func testKilledUnderLoad(t *testing.T, eng string) {
+	a, b := newKillable(t, nameHandler("a")), newKillable(t, nameHandler("b"))
+	p, _ := runInstance(t, balConfig{port: freePort(t), engine: eng, backends: []string{a.addr(), b.addr()}, runtime: healthRuntime()})
+	stop := make(chan struct{})
+	results := loadLoop(p.addr(), stop)
+	time.Sleep(500 * time.Millisecond)
+	killed := time.Now()
+	b.kill()
+	bound := hcInterval*hcFall + time.Second
+	down := p.waitLog(0, "backend down", map[string]string{"backend": b.addr()}, bound+time.Second)
+	if down.Time.Sub(killed) > bound {
+		t.Errorf("b marked down %v after the kill, want within %v", down.Time.Sub(killed), bound)
+	}
+	time.Sleep(time.Until(killed.Add(bound + time.Second))) // load keeps running a second past the bound
+	close(stop)
+	res := <-results
+	after := killed.Add(bound)
+	served := 0
+	for _, r := range res {
+		if r.at.Before(after) {
+			continue
+		}
+		served++
+		if r.err != nil || r.name != "a" {
+			t.Errorf("connection at +%v after the kill: %q, %v", r.at.Sub(killed), r.name, r.err)
+		}
+	}
+	if served < 20 {
+		for _, r := range res {
+			t.Logf("+%v took %v: %q %v", r.at.Sub(killed), r.took, r.name, r.err)
+		}
+		t.Fatalf("only %d connections after the bound: the load loop is too slow to show anything", served)
+	}
+	// bal must not even try b any more: no failed connect to it is logged
+	// after the bound (the log is at debug level in these tests).
+	from := 0
+	for {
+		e, i := p.findLog(from, "backend connect failed", map[string]string{"backend": b.addr()})
+		if i < 0 {
+			break
+		}
+		if e.Time.After(after) {
+			t.Errorf("bal still dialled the dead backend %v after the kill", e.Time.Sub(killed))
+		}
+		from = i + 1
+	}
+
+	// It comes back: traffic reaches it again within interval × rise + 1 s.
+	back := time.Now()
+	b.start()
+	deadline := back.Add(hcInterval*hcRise + time.Second)
+	for {
+		name, err := whoAnswers(p.addr())
+		if err == nil && name == "b" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("restarted backend got no traffic within %v", deadline.Sub(back))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func testDeadAtStartup(t *testing.T, eng string) {
+	a := newKillable(t, nameHandler("a"))
+	dead := enginetest.DeadAddr(t).String()
+	rt := append(healthRuntime()[1:], "health_check_interval_ms: 500")
+	p, _ := runInstance(t, balConfig{port: freePort(t), engine: eng, backends: []string{a.addr(), dead}, runtime: rt})
+	started := p.waitLog(0, "bal started", nil, time.Second)
+	down := p.waitLog(0, "backend down", map[string]string{"backend": dead}, 2*time.Second)
+	if el := down.Time.Sub(started.Time); el > 500*time.Millisecond {
+		t.Fatalf("dead backend seen down %v after start-up, want within one interval (500 ms)", el)
+	}
+}
+
+// protectionRuntime makes a dead backend cheap to retry (tiny cooldown) and
+// keeps health checks from marking it down, so refused connects pile up.
+func protectionRuntime() []string {
+	return []string{
+		"health_check_interval_ms: 60000",
+		"health_check_fail_threshold: 1000",
+		"failover_backoff_initial_ms: 1",
+		"failover_backoff_max_ms: 1",
+		"backend_cooldown_ms: 0",
+		"protection_trigger_threshold: 3",
+		"protection_window_ms: 1500",
+		"protection_stable_success_threshold: 2",
+	}
+}
+
+func testProtectionStorm(t *testing.T, eng string) {
+	a := newKillable(t, nameHandler("a"))
+	d := newKillable(t, nameHandler("d"))
+	p, _ := runInstance(t, balConfig{port: freePort(t), engine: eng, backends: []string{a.addr(), d.addr()}, runtime: protectionRuntime()})
+	// d passes the first health round, then dies; with a huge fail
+	// threshold and a 60 s interval bal keeps trying it, and every try is
+	// refused.
+	time.Sleep(300 * time.Millisecond) // the first round runs at start-up
+	d.kill()
+	for i := range 8 {
+		if name, err := whoAnswers(p.addr()); err != nil || name != "a" {
+			t.Fatalf("connection %d during the storm: %q, %v (failover should hide the dead backend)", i, name, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	p.waitLog(0, "protection mode on", map[string]string{"reason": "timeout_or_refused_storm"}, 2*time.Second)
+	from := p.logCount()
+	d.start() // recovery: consecutive successful connects turn it off
+	for range 6 {
+		_, _ = whoAnswers(p.addr())
+	}
+	off := p.waitLog(from, "protection mode off", nil, 3*time.Second)
+	t.Logf("protection off: %v", off.Attrs["cause"])
+}
+
+func testProtectionAllDown(t *testing.T, eng string) {
+	a := newKillable(t, nameHandler("a"))
+	a.kill()
+	p, _ := runInstance(t, balConfig{port: freePort(t), engine: eng, backends: []string{a.addr(), enginetest.DeadAddr(t).String()}, runtime: protectionRuntime()})
+	if _, err := whoAnswers(p.addr()); err == nil {
+		t.Fatal("a connection succeeded with every backend down")
+	}
+	p.waitLog(0, "protection mode on", map[string]string{"reason": "all_backends_unavailable"}, 2*time.Second)
+	// No traffic and no failures for a whole window: it turns itself off.
+	p.waitLog(0, "protection mode off", nil, 4*time.Second)
+}
+
+func TestReloadBlackBox(t *testing.T) {
+	for _, eng := range testEngines() {
+		t.Run(eng, func(t *testing.T) {
+			t.Run("50ReloadsUnderLoad", func(t *testing.T) { testReloadsUnderLoad(t, eng) })
+			t.Run("InvalidFileKeepsServing", func(t *testing.T) { testInvalidReload(t, eng) })
+			t.Run("PortChange", func(t *testing.T) { testPortChange(t, eng) })
+		})
+	}
+}
+
+func testReloadsUnderLoad(t *testing.T, eng string) {
+	e1, e2 := enginetest.NewBackend(t, enginetest.Echo), enginetest.NewBackend(t, enginetest.Echo)
+	port := freePort(t)
+	cfgs := []balConfig{
+		{port: port, engine: eng, backends: []string{e1.Addr.String(), e2.Addr.String()}},
+		{port: port, engine: eng, backends: []string{e2.Addr.String() + " 3", e1.Addr.String()}, method: "least_connections"},
+	}
+	p, path := runInstance(t, cfgs[0])
+	held, err := net.DialTimeout("tcp", p.addr(), 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	echo(t, held, "before the first reload")
+
+	stop := make(chan struct{})
+	var ops, failures atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := 0; ; n++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				err := requestResponse(p.addr(), fmt.Sprintf("client %d request %d", i, n))
+				ops.Add(1)
+				if err != nil {
+					failures.Add(1)
+					firstErr.CompareAndSwap(nil, err)
+				}
+			}
+		}()
+	}
+	for i := range 50 {
+		writeFile(t, path, cfgs[(i+1)%2].String())
+		if e := p.reload(); e.Msg != "reloaded" {
+			t.Fatalf("reload %d: %s", i, e.Msg)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if failures.Load() != 0 {
+		t.Fatalf("%d of %d client operations failed during 50 reloads; first: %v", failures.Load(), ops.Load(), firstErr.Load())
+	}
+	echo(t, held, "after the last reload")
+	t.Logf("%d request/response operations, 0 failed, during 50 reloads", ops.Load())
+}
+
+// requestResponse opens a connection, sends msg, reads the echo, closes.
+func requestResponse(addr, msg string) error {
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, msg); err != nil {
+		return err
+	}
+	buf := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, buf); err != nil {
+		return err
+	}
+	if string(buf) != msg {
+		return errors.New("echo mismatch")
+	}
+	return nil
+}
+
+func echo(t *testing.T, c net.Conn, msg string) {
+	t.Helper()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, msg); err != nil {
+		t.Fatalf("write %q: %v", msg, err)
+	}
+	buf := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != msg {
+		t.Fatalf("echo %q: got %q, %v", msg, buf, err)
+	}
+}
+
+func testInvalidReload(t *testing.T, eng string) {
+	a, b := named(t, "a"), named(t, "b")
+	p, path := runInstance(t, balConfig{port: freePort(t), engine: eng, backends: []string{a.Addr.String(), b.Addr.String()}})
+	writeFile(t, path, "port: 9295\nbackends:\n  - host: 127.0.0.1\n    port: 9000\n    wieght: 2\n")
+	e := p.reload()
+	if e.Msg != "reload rejected; the previous configuration keeps serving" {
+		t.Fatalf("invalid file was applied: %s", e.Msg)
+	}
+	if msg := fmt.Sprint(e.Attrs["error"]); !strings.Contains(msg, "wieght") || !strings.Contains(msg, "line 5") {
+		t.Fatalf("rejection logged without its cause (key and line): %q", msg)
+	}
+	if got := distribution(t, p.addr(), 10); got["a"] != 5 || got["b"] != 5 {
+		t.Fatalf("after the rejected reload: %v, want the old config (5/5 over a and b)", got)
+	}
+}
+
+func testPortChange(t *testing.T, eng string) {
+	e := enginetest.NewBackend(t, enginetest.Echo)
+	p1, p2 := freePort(t), freePort(t)
+	p, path := runInstance(t, balConfig{port: p1, engine: eng, backends: []string{e.Addr.String()}})
+	held, err := net.DialTimeout("tcp", p.addr(), 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	echo(t, held, "on the old port")
+	writeFile(t, path, balConfig{port: p2, engine: eng, backends: []string{e.Addr.String()}}.String())
+	if r := p.reload(); r.Msg != "reloaded" {
+		t.Fatalf("port change rejected: %v", r.Attrs)
+	}
+	if err := requestResponse(fmt.Sprintf("127.0.0.1:%d", p2), "new port"); err != nil {
+		t.Fatalf("new port: %v", err)
+	}
+	// The old listener closes as the reload finishes (gnet's front stops
+	// asynchronously); connections it still accepts meanwhile are served.
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", p1), time.Second)
+		if err != nil {
+			break
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("old port still accepts 2 s after the reload")
+		}
+	}
+	echo(t, held, "still on the old port after the reload")
+}

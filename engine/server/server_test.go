@@ -402,7 +402,10 @@ func tMetricsListener(t *testing.T) {
 	if _, err := ask(t, fmt.Sprintf("127.0.0.1:%d", port)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { body, err := scrape(t, fmt.Sprintf("127.0.0.1:%d", m1)); return err == nil && body == "bal_connections_total 1\n" })
+	waitFor(t, func() bool {
+		body, err := scrape(t, fmt.Sprintf("127.0.0.1:%d", m1))
+		return err == nil && body == "bal_connections_total 1\n"
+	})
 	// Moving the listener: the new address serves, the old one is gone.
 	writeCfg(t, path, cfg{port: port, backends: []netip.AddrPort{a.Addr}, extra: fmt.Sprintf("  metrics_address: 127.0.0.1:%d", m2)})
 	if _, err := s.ReloadFile(context.Background()); err != nil {

@@ -1,0 +1,12 @@
+// Package metrics renders a running bal's live status (server.Status) as a
+// Prometheus text exposition, format 0.0.4: the metrics of SPEC §7 plus a few
+// extras, each family with one HELP and one TYPE line, in a fixed order
+// (backends in config order), so two scrapes of the same state are byte for
+// byte identical.
+//
+// It keeps no state of its own: every value is read from the status at
+// scrape time, so counters survive reloads exactly as the server's do and a
+// removed backend's series simply disappear. server.Options.Metrics takes
+// Write (or Writer(version)) and serves it on runtime.metrics_address and on
+// the control socket's GET /metrics.
+package metrics

@@ -1,0 +1,212 @@
+package metrics
+
+import (
+	"io"
+	"strconv"
+	"strings"
+
+	"github.com/bal-lb/bal/engine/protect"
+	"github.com/bal-lb/bal/engine/server"
+)
+
+// ContentType is the HTTP Content-Type of the exposition.
+const ContentType = "text/plain; version=0.0.4; charset=utf-8"
+
+// Label values of the SPEC §7 metrics.
+const (
+	DirectionClientToBackend = "client_to_backend"
+	DirectionBackendToClient = "backend_to_client"
+	ReasonTimeout            = "timeout"
+	ReasonRefused            = "refused"
+	ReasonOther              = "other"
+	ResultOK                 = "ok"
+	ResultError              = "error"
+)
+
+// protectionReasons are the values of bal_protection_mode_reason's label,
+// all present at every scrape.
+var protectionReasons = []protect.Reason{protect.ReasonStorm, protect.ReasonExhausted}
+
+// Write writes the exposition of st to w; bal_info's version label is
+// "unknown". It is a server.Options.Metrics.
+func Write(w io.Writer, st server.Status) { Writer("")(w, st) }
+
+// Writer returns a server.Options.Metrics that labels bal_info with version
+// ("" means "unknown").
+func Writer(version string) func(io.Writer, server.Status) {
+	if version == "" {
+		version = "unknown"
+	}
+	return func(w io.Writer, st server.Status) {
+		_, _ = w.Write(Append(make([]byte, 0, 4096), st, version))
+	}
+}
+
+// Append appends the exposition of st to dst and returns the extended slice.
+func Append(dst []byte, st server.Status, version string) []byte {
+	e := exposition{b: dst}
+	p := &st.Policy
+
+	e.family("bal_info", "gauge", "Constant 1, labelled with the engine in use, the balancing method and the bal version.")
+	e.sample("bal_info", labels{"engine", st.Engine, "method", st.Method, "version", version}, 1)
+
+	e.family("bal_start_time_seconds", "gauge", "Unix time at which this bal instance started serving.")
+	start := 0.0
+	if !st.Started.IsZero() {
+		start = float64(st.Started.UnixMilli()) / 1e3 // whole milliseconds print exactly
+	}
+	e.float("bal_start_time_seconds", nil, start)
+
+	e.family("bal_connections_active", "gauge", "Client connections open now (connecting to a backend or relaying).")
+	e.sample("bal_connections_active", nil, nonNeg(p.Active))
+
+	e.family("bal_connections_total", "counter", "Client connections admitted since start (rejected ones excluded).")
+	e.sample("bal_connections_total", nil, p.Total)
+
+	e.family("bal_connections_rejected_total", "counter", "Client connections reset at admission (max_concurrent_connections reached, or no descriptor headroom).")
+	e.sample("bal_connections_rejected_total", nil, st.Rejected)
+
+	e.family("bal_connections_no_backend_total", "counter", "Admitted client connections closed because every backend was unavailable.")
+	e.sample("bal_connections_no_backend_total", nil, p.NoBackend)
+
+	e.family("bal_bytes_total", "counter", "Bytes relayed, by direction, including connections still open.")
+	e.sample("bal_bytes_total", labels{"direction", DirectionClientToBackend}, st.BytesIn)
+	e.sample("bal_bytes_total", labels{"direction", DirectionBackendToClient}, st.BytesOut)
+
+	e.family("bal_backend_up", "gauge", "1 when the backend is reachable (health after the fail/success thresholds), else 0.")
+	for _, b := range p.Backends {
+		e.sample("bal_backend_up", labels{"backend", b.Address}, boolNum(b.Reachable))
+	}
+
+	e.family("bal_backend_weight", "gauge", "Configured weight of the backend.")
+	for _, b := range p.Backends {
+		e.sample("bal_backend_weight", labels{"backend", b.Address}, uint64(max(b.Weight, 0)))
+	}
+
+	e.family("bal_backend_connections_active", "gauge", "Client connections relayed to the backend now.")
+	for _, b := range p.Backends {
+		e.sample("bal_backend_connections_active", labels{"backend", b.Address}, nonNeg(b.Active))
+	}
+
+	e.family("bal_backend_connections_total", "counter", "Client connections relayed to the backend since it was configured.")
+	for _, b := range p.Backends {
+		e.sample("bal_backend_connections_total", labels{"backend", b.Address}, b.Total)
+	}
+
+	e.family("bal_backend_connect_failures_total", "counter", "Failed connects from bal to the backend, by reason.")
+	for _, b := range p.Backends {
+		e.sample("bal_backend_connect_failures_total", labels{"backend", b.Address, "reason", ReasonTimeout}, b.Counters.Timeout)
+		e.sample("bal_backend_connect_failures_total", labels{"backend", b.Address, "reason", ReasonRefused}, b.Counters.Refused)
+		e.sample("bal_backend_connect_failures_total", labels{"backend", b.Address, "reason", ReasonOther}, b.Counters.Other)
+	}
+
+	e.family("bal_local_connect_failures_total", "counter", "Backend connects that failed for lack of local descriptors (not counted against any backend).")
+	e.sample("bal_local_connect_failures_total", nil, p.LocalFailures)
+
+	e.family("bal_health_check_rounds_total", "counter", "Active health-check rounds completed.")
+	e.sample("bal_health_check_rounds_total", nil, p.HealthRounds)
+
+	e.family("bal_protection_mode", "gauge", "1 while protection mode is on, else 0.")
+	e.sample("bal_protection_mode", nil, boolNum(p.Protection.Enabled))
+
+	e.family("bal_protection_mode_reason", "gauge", "1 for the reason protection mode is on (the latest trigger), 0 for the others.")
+	for _, r := range protectionReasons {
+		e.sample("bal_protection_mode_reason", labels{"reason", string(r)}, boolNum(p.Protection.Enabled && p.Protection.Reason == string(r)))
+	}
+
+	e.family("bal_protection_transitions_total", "counter", "Protection mode transitions (on and off).")
+	e.sample("bal_protection_transitions_total", nil, p.Protection.Transitions)
+
+	e.family("bal_reloads_total", "counter", "Configuration reloads, by result.")
+	e.sample("bal_reloads_total", labels{"result", ResultOK}, st.Reloads)
+	e.sample("bal_reloads_total", labels{"result", ResultError}, st.ReloadFailures)
+
+	e.family("bal_last_reload_successful", "gauge", "0 when the latest reload was rejected, else 1 (also before any reload).")
+	e.sample("bal_last_reload_successful", nil, boolNum(st.LastReload == nil || st.LastReload.OK))
+
+	e.family("bal_listeners_draining", "gauge", "Old listeners (from a reload that moved the address) still finishing their connections.")
+	e.sample("bal_listeners_draining", nil, uint64(max(st.Draining, 0)))
+
+	e.family("bal_access_log_dropped_total", "counter", "Access log lines dropped because the log writer was behind.")
+	e.sample("bal_access_log_dropped_total", nil, p.AccessLogDropped)
+	return e.b
+}
+
+// labels are name, value pairs in output order.
+type labels []string
+
+type exposition struct{ b []byte }
+
+func (e *exposition) family(name, typ, help string) {
+	e.b = append(e.b, "# HELP "...)
+	e.b = append(e.b, name...)
+	e.b = append(e.b, ' ')
+	e.b = appendEscaped(e.b, help, false)
+	e.b = append(e.b, "\n# TYPE "...)
+	e.b = append(e.b, name...)
+	e.b = append(e.b, ' ')
+	e.b = append(e.b, typ...)
+	e.b = append(e.b, '\n')
+}
+
+func (e *exposition) series(name string, ls labels) {
+	e.b = append(e.b, name...)
+	if len(ls) > 0 {
+		e.b = append(e.b, '{')
+		for i := 0; i+1 < len(ls); i += 2 {
+			if i > 0 {
+				e.b = append(e.b, ',')
+			}
+			e.b = append(e.b, ls[i]...)
+			e.b = append(e.b, '=', '"')
+			e.b = appendEscaped(e.b, ls[i+1], true)
+			e.b = append(e.b, '"')
+		}
+		e.b = append(e.b, '}')
+	}
+	e.b = append(e.b, ' ')
+}
+
+func (e *exposition) sample(name string, ls labels, v uint64) {
+	e.series(name, ls)
+	e.b = strconv.AppendUint(e.b, v, 10)
+	e.b = append(e.b, '\n')
+}
+
+func (e *exposition) float(name string, ls labels, v float64) {
+	e.series(name, ls)
+	e.b = strconv.AppendFloat(e.b, v, 'f', -1, 64)
+	e.b = append(e.b, '\n')
+}
+
+// appendEscaped escapes per the text format: backslash and newline always,
+// the double quote in label values only. Invalid UTF-8 (which a scraper
+// would reject) becomes U+FFFD.
+func appendEscaped(dst []byte, s string, label bool) []byte {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if !strings.ContainsAny(s, "\\\n\"") {
+		return append(dst, s...)
+	}
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '\\':
+			dst = append(dst, '\\', '\\')
+		case c == '\n':
+			dst = append(dst, '\\', 'n')
+		case c == '"' && label:
+			dst = append(dst, '\\', '"')
+		default:
+			dst = append(dst, c)
+		}
+	}
+	return dst
+}
+
+func boolNum(b bool) uint64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func nonNeg(n int64) uint64 { return uint64(max(n, 0)) }

@@ -57,7 +57,7 @@ var statuses = []struct {
 			ReloadFailures: 2,
 			LastReload:     &server.ReloadResult{OK: false, Error: "reload rejected: port: bad"},
 			Policy: policy.Status{
-				Active: -1, // a transient negative count never shows as a huge number
+				Active:     -1, // a transient negative count never shows as a huge number
 				Protection: policy.ProtectionStatus{Enabled: true, Reason: "all_backends_unavailable", Transitions: 3},
 				Backends: []policy.BackendStatus{
 					{Address: "127.0.0.1:9000", Weight: 1, Counters: pool.Counters{Refused: 12}},

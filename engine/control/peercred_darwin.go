@@ -1,0 +1,27 @@
+package control
+
+import (
+	"net"
+
+	"golang.org/x/sys/unix"
+)
+
+// peerUID is the connecting process's uid (LOCAL_PEERCRED).
+func peerUID(c *net.UnixConn) (int, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var uid int
+	var gerr error
+	if err := raw.Control(func(fd uintptr) {
+		var cred *unix.Xucred
+		cred, gerr = unix.GetsockoptXucred(int(fd), unix.SOL_LOCAL, unix.LOCAL_PEERCRED)
+		if gerr == nil {
+			uid = int(cred.Uid)
+		}
+	}); err != nil {
+		return 0, err
+	}
+	return uid, gerr
+}

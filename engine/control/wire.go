@@ -1,0 +1,226 @@
+package control
+
+import (
+	"strings"
+	"time"
+
+	"github.com/bal-lb/bal/engine/config"
+	"github.com/bal-lb/bal/engine/limits"
+	"github.com/bal-lb/bal/engine/server"
+)
+
+// States of a running instance.
+const (
+	StateRunning  = "running"
+	StateDraining = "draining" // shutting down: no new connections, open ones finishing
+)
+
+// Status is the document GET /status returns: the live state of one bal.
+// Times are UTC; a time that has not happened yet (no health check so far,
+// no cooldown) is null.
+type Status struct {
+	State       string    `json:"state"` // running | draining
+	PID         int       `json:"pid"`
+	Version     string    `json:"version"`
+	ConfigPath  string    `json:"config_path"`
+	Mode        string    `json:"mode"`
+	BindAddress string    `json:"bind_address"` // as configured
+	Port        int       `json:"port"`         // as configured
+	Listen      string    `json:"listen"`       // the bound address, "ip:port"
+	Method      string    `json:"method"`
+	Engine      string    `json:"engine"` // gnet | std
+	LogLevel    string    `json:"log_level"`
+	Started     time.Time `json:"started"`
+	UptimeS     int64     `json:"uptime_s"`
+
+	BackendTotal     int       `json:"backend_total"`
+	BackendReachable int       `json:"backend_reachable"`
+	Backends         []Backend `json:"backends"` // config order
+
+	ActiveConnections    int64      `json:"active_connections"`
+	TotalConnections     uint64     `json:"total_connections"`      // admitted since start (rejected excluded)
+	RejectedConnections  uint64     `json:"rejected_connections"`   // reset at admission (max_concurrent_connections, fd headroom)
+	NoBackendConnections uint64     `json:"no_backend_connections"` // admitted, then closed because every backend failed
+	LocalConnectFailures uint64     `json:"local_connect_failures"` // backend connects that failed for lack of local descriptors
+	Bytes                Bytes      `json:"bytes"`
+	LastCheckTime        *time.Time `json:"last_check_time"` // end of the latest health round
+	HealthRounds         uint64     `json:"health_rounds"`
+	ProtectionMode       Protection `json:"protection_mode"`
+
+	LastReload     *Reload `json:"last_reload"` // null before the first reload
+	Reloads        uint64  `json:"reloads"`
+	ReloadFailures uint64  `json:"reload_failures"`
+
+	DrainingListeners        int    `json:"draining_listeners"` // old listeners still finishing connections after a reload
+	DrainTimeoutMS           int64  `json:"drain_timeout_ms"`
+	MaxConcurrentConnections int    `json:"max_concurrent_connections"`
+	TCPBacklog               int    `json:"tcp_backlog"` // 0: the kernel's somaxconn
+	AccessLog                bool   `json:"access_log"`
+	AccessLogDropped         uint64 `json:"access_log_dropped"`
+	Limits                   Limits `json:"limits"`
+}
+
+// Backend is one backend as the running instance sees it.
+type Backend struct {
+	Address           string     `json:"address"`   // as configured, "host:port"
+	Reachable         bool       `json:"reachable"` // health after thresholds
+	Checked           bool       `json:"checked"`   // at least one check or connect outcome seen
+	Weight            int        `json:"weight"`
+	ActiveConnections int64      `json:"active_connections"`
+	TotalConnections  uint64     `json:"total_connections"`
+	LastCheckTime     *time.Time `json:"last_check_time"`
+	Counters          Counters   `json:"counters"`
+	FailStreak        uint32     `json:"fail_streak"`    // consecutive failed connects
+	CooldownUntil     *time.Time `json:"cooldown_until"` // null when not in cooldown
+	Addresses         []string   `json:"addresses"`      // resolved addresses tried in order
+}
+
+// Counters are a backend's connect failures by reason since start.
+type Counters struct {
+	Timeout uint64 `json:"timeout"`
+	Refused uint64 `json:"refused"`
+	Other   uint64 `json:"other"`
+}
+
+// Protection is protection mode's state.
+type Protection struct {
+	Enabled     bool       `json:"enabled"`
+	Reason      *string    `json:"reason"` // null when off
+	Since       *time.Time `json:"since"`  // null when off
+	Transitions uint64     `json:"transitions"`
+}
+
+// Bytes relayed since start, live (open connections included).
+type Bytes struct {
+	ClientToBackend uint64 `json:"client_to_backend"`
+	BackendToClient uint64 `json:"backend_to_client"`
+}
+
+// Limits are the running process's resource limits.
+type Limits struct {
+	NoFileSoft       uint64 `json:"nofile_soft"`
+	NoFileHard       uint64 `json:"nofile_hard"`
+	Somaxconn        int    `json:"somaxconn"` // 0 when unknown
+	FDsPerConnection int    `json:"fds_per_connection"`
+}
+
+// Reload is the outcome of a reload: POST /reload's answer, and the
+// last_reload of Status.
+type Reload struct {
+	OK      bool      `json:"ok"`
+	Time    time.Time `json:"time"`
+	Error   *string   `json:"error"`   // null when OK; the cause chain when rejected
+	Changes []string  `json:"changes"` // what changed; empty when nothing did or when rejected
+}
+
+// ReloadFrom converts a server reload result; nil gives nil.
+func ReloadFrom(r *server.ReloadResult) *Reload {
+	if r == nil {
+		return nil
+	}
+	out := &Reload{OK: r.OK, Time: r.Time.UTC(), Changes: r.Changes}
+	if out.Changes == nil {
+		out.Changes = []string{}
+	}
+	if !r.OK {
+		e := r.Error
+		out.Error = &e
+	}
+	return out
+}
+
+// StatusFrom builds the Status document from a server's live state and the
+// snapshot in force, at time now.
+func StatusFrom(st server.Status, snap *config.Snapshot, now time.Time) Status {
+	p := st.Policy
+	out := Status{
+		State:             StateRunning,
+		PID:               st.PID,
+		ConfigPath:        st.ConfigPath,
+		BindAddress:       st.BindAddress,
+		Port:              st.Port,
+		Method:            st.Method,
+		Engine:            st.Engine,
+		Started:           st.Started.UTC(),
+		BackendTotal:      len(p.Backends),
+		Backends:          make([]Backend, 0, len(p.Backends)),
+		ActiveConnections: p.Active,
+		TotalConnections:  p.Total,
+		// The engines reset at admission (max connections, fd headroom);
+		// the policy counts its own refusals inside Admit, which the
+		// engines count too.
+		RejectedConnections:  max(st.Rejected, p.Rejected),
+		NoBackendConnections: p.NoBackend,
+		LocalConnectFailures: p.LocalFailures,
+		Bytes:                Bytes{ClientToBackend: st.BytesIn, BackendToClient: st.BytesOut},
+		LastCheckTime:        timePtr(p.LastCheck),
+		HealthRounds:         p.HealthRounds,
+		ProtectionMode: Protection{
+			Enabled:     p.Protection.Enabled,
+			Transitions: p.Protection.Transitions,
+		},
+		LastReload:        ReloadFrom(st.LastReload),
+		Reloads:           st.Reloads,
+		ReloadFailures:    st.ReloadFailures,
+		DrainingListeners: st.Draining,
+		AccessLogDropped:  p.AccessLogDropped,
+	}
+	if st.Listen.IsValid() {
+		out.Listen = st.Listen.String()
+	}
+	if !st.Started.IsZero() {
+		out.UptimeS = int64(now.Sub(st.Started) / time.Second)
+	}
+	if p.Protection.Enabled {
+		r := p.Protection.Reason
+		out.ProtectionMode.Reason = &r
+		out.ProtectionMode.Since = timePtr(p.Protection.Since)
+	}
+	if snap != nil {
+		out.Mode = string(snap.Mode)
+		out.LogLevel = strings.ToLower(snap.LogLevel.String())
+		out.DrainTimeoutMS = snap.Runtime.DrainTimeout.Milliseconds()
+		out.MaxConcurrentConnections = snap.Runtime.MaxConcurrentConnections
+		out.TCPBacklog = snap.Runtime.TCPBacklog
+		out.AccessLog = snap.Runtime.AccessLog
+	}
+	for _, b := range p.Backends {
+		wb := Backend{
+			Address:           b.Address,
+			Reachable:         b.Reachable,
+			Checked:           b.Checked,
+			Weight:            b.Weight,
+			ActiveConnections: b.Active,
+			TotalConnections:  b.Total,
+			LastCheckTime:     timePtr(b.LastCheck),
+			Counters:          Counters{Timeout: b.Counters.Timeout, Refused: b.Counters.Refused, Other: b.Counters.Other},
+			FailStreak:        b.Streak,
+			CooldownUntil:     timePtr(b.Cooldown),
+			Addresses:         make([]string, 0, len(b.Addrs)),
+		}
+		for _, a := range b.Addrs {
+			wb.Addresses = append(wb.Addresses, a.String())
+		}
+		if b.Reachable {
+			out.BackendReachable++
+		}
+		out.Backends = append(out.Backends, wb)
+	}
+	out.Limits = processLimits(out.Engine)
+	return out
+}
+
+func processLimits(engine string) Limits {
+	l := Limits{FDsPerConnection: limits.FDsPerConn(engine)}
+	l.NoFileSoft, l.NoFileHard, _ = limits.NoFile()
+	l.Somaxconn, _ = limits.Somaxconn()
+	return l
+}
+
+func timePtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}

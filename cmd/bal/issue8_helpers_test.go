@@ -1,0 +1,128 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Helpers shared by the issue 8 black-box tests (PROXY protocol, balancing
+// methods, metrics), on top of proc_test.go's balProc.
+
+// i8Runtime are runtime lines every issue 8 instance gets: a short drain so
+// that stopping an instance with held connections takes a second, not 30.
+var i8Runtime = []string{"drain_timeout_ms: 1000"}
+
+// i8Start writes cfg, starts bal in a fresh BAL_HOME and makes sure it is
+// ended: SIGTERM at cleanup, then a wait, then SIGKILL if it did not exit.
+func i8Start(t *testing.T, cfg balConfig) (*balProc, string) {
+	t.Helper()
+	return i8StartOn(t, cfg, "")
+}
+
+// i8StartOn is i8Start with another bind_address than 127.0.0.1 ("" keeps it).
+func i8StartOn(t *testing.T, cfg balConfig, bind string) (*balProc, string) {
+	t.Helper()
+	cfg.runtime = append(append([]string(nil), i8Runtime...), cfg.runtime...)
+	text := cfg.String()
+	if bind != "" {
+		text = strings.Replace(text, "bind_address: 127.0.0.1\n", fmt.Sprintf("bind_address: %q\n", bind), 1)
+	}
+	home := filepath.Join(t.TempDir(), "home")
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	writeFile(t, path, text)
+	p := startBalProc(t, home, path, cfg.port)
+	t.Cleanup(func() { i8Stop(p) })
+	return p, path
+}
+
+// i8Stop sends SIGTERM and waits up to 10 s, then kills. It returns the exit
+// code (-1 when it had to kill).
+func i8Stop(p *balProc) int {
+	select {
+	case <-p.done:
+		return p.exit
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		return p.exit
+	case <-time.After(10 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		return -1
+	}
+}
+
+// i8Free6 returns a free port on ::1.
+func i8Free6(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp6", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback here: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// i8Held is a backend handler that says its name and then holds the
+// connection until the client closes it.
+func i8Held(name string) func(c *net.TCPConn) {
+	return func(c *net.TCPConn) {
+		if _, err := io.WriteString(c, name); err != nil {
+			return
+		}
+		_, _ = io.Copy(io.Discard, c)
+	}
+}
+
+// i8Hold connects through bal to a holding backend and returns the open
+// connection and the name of the backend it reached.
+func i8Hold(t *testing.T, addr string) (net.Conn, string) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 1)
+	if _, err := io.ReadFull(c, buf); err != nil {
+		t.Fatalf("held connection: no backend name: %v", err)
+	}
+	_ = c.SetReadDeadline(time.Time{})
+	return c, string(buf)
+}
+
+// i8Release ends a held connection and waits until the whole chain has
+// closed: our FIN reaches the backend, it closes, and bal closes us.
+func i8Release(t *testing.T, c net.Conn) {
+	t.Helper()
+	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := io.Copy(io.Discard, c); err != nil || n != 0 {
+		t.Fatalf("releasing a held connection: %d bytes, %v", n, err)
+	}
+	c.Close()
+}
+
+// i8Share formats a distribution as "a 301 (75.2 %) b 99 (24.8 %)".
+func i8Share(got map[string]int, names ...string) string {
+	total := 0
+	for _, n := range got {
+		total += n
+	}
+	var b strings.Builder
+	for _, name := range names {
+		fmt.Fprintf(&b, "%s %d (%.1f %%) ", name, got[name], 100*float64(got[name])/float64(max(total, 1)))
+	}
+	return strings.TrimSpace(b.String())
+}

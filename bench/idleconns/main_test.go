@@ -1,0 +1,102 @@
+package main
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseVmRSS(t *testing.T) {
+	tests := []struct {
+		name, in string
+		want     int64
+		err      bool
+	}{
+		{"typical", "Name:\tbal\nVmPeak:\t  9000 kB\nVmRSS:\t    7012 kB\nRssAnon:\t 3000 kB\n", 7012, false},
+		{"first line", "VmRSS: 12 kB", 12, false},
+		{"missing", "Name:\tkthreadd\nState:\tS\n", 0, true},
+		{"empty value", "VmRSS:\n", 0, true},
+		{"garbage", "VmRSS:\tlots kB\n", 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseVmRSS(tt.in)
+			if (err != nil) != tt.err || got != tt.want {
+				t.Fatalf("parseVmRSS = %d, %v; want %d, error %v", got, err, tt.want, tt.err)
+			}
+		})
+	}
+	if _, err := parseVmRSS(""); !errors.Is(err, errNoRSS) {
+		t.Fatalf("empty status: %v, want errNoRSS", err)
+	}
+}
+
+func TestFormatResult(t *testing.T) {
+	tests := []struct {
+		name        string
+		n, ok, live int
+		base, held  usage
+		want        string
+	}{
+		{"per conn", 4, 4, 4, usage{1000, 10}, usage{1004, 18},
+			"n=4 ok=4 alive=4 rss_base_kb=1000 rss_kb=1004 fds_base=10 fds=18 rss_per_conn_b=1024 fds_per_conn=2.00"},
+		{"divides by opened", 4, 2, 1, usage{1000, 10}, usage{1001, 14},
+			"n=4 ok=2 alive=1 rss_base_kb=1000 rss_kb=1001 fds_base=10 fds=14 rss_per_conn_b=512 fds_per_conn=2.00"},
+		{"none opened", 3, 0, 0, usage{1000, 10}, usage{1000, 10},
+			"n=3 ok=0 alive=0 rss_base_kb=1000 rss_kb=1000 fds_base=10 fds=10 rss_per_conn_b=0 fds_per_conn=0.00"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := formatResult(tt.n, tt.ok, tt.live, tt.base, tt.held); got != tt.want {
+				t.Fatalf("got  %s\nwant %s", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestReadUsageSelf(t *testing.T) {
+	if _, err := os.Stat("/proc/self/status"); err != nil {
+		t.Skip("no /proc here")
+	}
+	u, err := readUsage(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.rssKB <= 0 || u.fds < 3 {
+		t.Fatalf("implausible usage of this test process: %+v", u)
+	}
+	if _, err := readUsage(1 << 30); err == nil {
+		t.Fatal("readUsage of a PID that cannot exist succeeded")
+	}
+}
+
+func TestRunAgainstHTTPServer(t *testing.T) {
+	tests := []struct {
+		name      string
+		keepAlive bool
+		wantErr   bool
+	}{
+		{"keep-alive holds every connection", true, false},
+		{"server closing after one request is caught", false, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_, _ = io.WriteString(w, "small")
+			}))
+			srv.Config.SetKeepAlivesEnabled(tt.keepAlive)
+			srv.Start()
+			t.Cleanup(srv.Close)
+			addr := strings.TrimPrefix(srv.URL, "http://")
+			err := run(addr, os.Getpid(), 20, 5, 4, "/small", 10*time.Millisecond)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("run: %v, want error %v", err, tt.wantErr)
+			}
+		})
+	}
+}

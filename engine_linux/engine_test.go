@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	"golang.org/x/sys/unix"
 
 	"github.com/bal-lb/bal/engine"
 	"github.com/bal-lb/bal/engine/enginetest"
@@ -762,5 +763,45 @@ func TestInvalidTargets(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestUrgentDataFlattened: TCP urgent data (MSG_OOB) must neither stall the
+// pair nor make the loop spin: splice stops at the urgent mark, so the
+// engine reads through it inline. The backend receives the byte in place.
+func TestUrgentDataFlattened(t *testing.T) {
+	got := make(chan string, 1)
+	b := enginetest.NewBackend(t, func(c *net.TCPConn) {
+		all, _ := io.ReadAll(c)
+		got <- string(all)
+	})
+	e := startEngine(t, engine.Options{Loops: 1}, enginetest.NewPolicy(b.Addr))
+	c := dial(t, e.Addr())
+	send := func(s string, flags int) {
+		rc, err := c.SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var serr error
+		if err := rc.Write(func(fd uintptr) bool {
+			serr = unix.Sendto(int(fd), []byte(s), flags, nil)
+			return serr != unix.EAGAIN
+		}); err != nil || serr != nil {
+			t.Fatalf("send %q: %v %v", s, err, serr)
+		}
+	}
+	send("abc", 0)
+	time.Sleep(50 * time.Millisecond)
+	send("X", unix.MSG_OOB)
+	time.Sleep(50 * time.Millisecond)
+	send("def", 0)
+	_ = c.CloseWrite()
+	select {
+	case s := <-got:
+		if s != "abcXdef" {
+			t.Fatalf("backend received %q, want %q", s, "abcXdef")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the pair stalled at the urgent mark")
 	}
 }

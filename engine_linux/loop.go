@@ -35,6 +35,8 @@ type loop struct {
 	pool   []pipe  // empty pipes ready for use
 	active int     // pairs owned by this loop
 
+	inline [4096]byte // read(2) buffer for urgent data, which splice cannot pass
+
 	draining bool
 	drained  chan struct{} // closed once draining and no pair is left
 	isDrain  bool          // drained was closed
@@ -149,6 +151,8 @@ func (l *loop) adopt(a any) error {
 	p.l = l
 	l.active++
 	l.setFD(p.cfd, p)
+	// Urgent data stays in the stream (see pair.readInline).
+	_ = unix.SetsockoptInt(p.cfd, unix.SOL_SOCKET, unix.SO_OOBINLINE, 1)
 	t := l.e.opts.Tunables.Load()
 	p.connectTimeout = int64(t.ConnectTimeout)
 	p.idleTimeout = int64(t.IdleTimeout)

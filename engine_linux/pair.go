@@ -134,6 +134,7 @@ func (p *pair) dial(t engine.Target) error {
 		return os.NewSyscallError("socket", err)
 	}
 	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_OOBINLINE, 1)
 	p.bfd = fd
 	p.bpa = netpoll.PollAttachment{FD: fd}
 	p.l.setFD(fd, p)
@@ -218,7 +219,7 @@ func (p *pair) startRelay() {
 	p.up = dir{src: p.cfd, dst: p.bfd}
 	p.down = dir{src: p.bfd, dst: p.cfd}
 	// Most protocols are client-first: the request is likely waiting already.
-	if !p.pump(&p.up) {
+	if !p.pump(&p.up, false) {
 		return
 	}
 	p.update()
@@ -250,12 +251,12 @@ func (p *pair) onEvent(fd int, ev uint32) {
 		src, dst = &p.down, &p.up
 	}
 	if in && src.reading() {
-		if !p.pump(src) {
+		if !p.pump(src, true) {
 			return
 		}
 	}
 	if out && dst.buffered > 0 {
-		if !p.pump(dst) {
+		if !p.pump(dst, false) {
 			return
 		}
 	}
@@ -274,7 +275,7 @@ func (p *pair) onEvent(fd int, ev uint32) {
 // read shorter than the pipe has most likely emptied the socket, and the
 // next read is left to the next EPOLLIN instead of a sure EAGAIN; a partial
 // write means the send buffer is full, so EPOLLOUT is awaited at once.
-func (p *pair) pump(d *dir) bool {
+func (p *pair) pump(d *dir, readable bool) bool {
 	l := p.l
 	moved, short := 0, false
 	for {
@@ -324,6 +325,12 @@ func (p *pair) pump(d *dir) bool {
 			d.pipe, d.held = pp, true
 		}
 		n, err := spliceOnce(d.src, d.pipe.w, pipeSize)
+		if err == unix.EAGAIN && readable && moved == 0 {
+			// Epoll said readable yet splice has nothing: TCP urgent data.
+			// splice stops at the urgent mark for good; read through it
+			// (the sockets are SO_OOBINLINE, so the byte stays in place).
+			n, err = p.readInline(d)
+		}
 		switch {
 		case err == unix.EAGAIN:
 			d.held = false
@@ -340,6 +347,27 @@ func (p *pair) pump(d *dir) bool {
 			p.lastActive = l.now()
 		}
 	}
+}
+
+// readInline moves one small read of d.src into d's (empty) pipe with
+// read(2)/write(2); used only where splice cannot proceed.
+func (p *pair) readInline(d *dir) (int, error) {
+	buf := p.l.inline[:]
+	n, err := unix.Read(d.src, buf)
+	for err == unix.EINTR {
+		n, err = unix.Read(d.src, buf)
+	}
+	if err != nil || n <= 0 {
+		return 0, err
+	}
+	// An empty pipe always has room for one page.
+	if w, err := unix.Write(d.pipe.w, buf[:n]); err != nil || w != n {
+		if err == nil {
+			err = unix.EIO
+		}
+		return 0, err
+	}
+	return n, nil
 }
 
 // account counts n bytes delivered by d.

@@ -619,12 +619,12 @@ NAME=$(basename "$BASE")
 	-svg "$BASE.svg" -title "bal bench $NAME: ratios, median of $REPS"
 gnuplot "$WORK/chart.gp" 2>>"$WORK/stderr.log" || say "gnuplot failed; see $WORK/stderr.log"
 
-MINUTES=$(calc "($(now_ns) - $START_NS) / 6e10")
+MINUTES=$(awk -v ns="$(($(now_ns) - START_NS))" 'BEGIN { printf "%.1f", ns / 6e10 }')
 {
 	echo "# bal bench, $NAME"
 	echo
 	echo "- Machine: $(nproc) vCPU ($(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)), $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r)."
-	echo "- Software: bal $("$BAL" --version 2>&1 | head -n 1), $(haproxy -v 2>&1 | head -n 1 | cut -d' ' -f1-3), $(nginx -v 2>&1 | sed 's/.*: //'), $(wrk -v 2>&1 | head -n 1 | cut -d' ' -f1-2), $(go version | cut -d' ' -f3)."
+	echo "- Software: $("$BAL" --version 2>&1 | head -n 1), $(haproxy -v 2>&1 | head -n 1 | cut -d' ' -f1-3), $(nginx -v 2>&1 | sed 's/.*: //'), $(wrk -v 2>&1 | head -n 1 | cut -d' ' -f1-2), $(go version | cut -d' ' -f3)."
 	echo "- Run: \`bench/run.sh -t $TARGETS -w $WORKLOADS -d $DURATION -W $WARMUP -r $REPS -n $IDLE_N -s $STARTS\`, $MINUTES min; load average $LOAD_START at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end."
 	echo "- Method: loopback; wrk -t1 and the backend nginx (1 worker, two ports: the two backends) pinned to CPU $LOAD_CPU, the proxy pinned to CPU $PROXY_CPU (bal with GOMAXPROCS=1, i.e. one gnet event loop; HAProxy nbthread 1; nginx 1 worker). Each proxy balances round robin over both backends; direct is wrk straight to one backend. Targets interleaved within each workload and repetition, each proxy started fresh per run; ${WARMUP} s warm-up then ${DURATION} s measured. Proxy CPU is utime+stime from /proc/<pid>/stat of the proxy and its children. Ratios are taken within one repetition, then the median. Idle: $IDLE_N connections, one request each, held; (RSS, fds after) − (after a 200-connection warm-up). Start-up: spawn to first proxied 200 answer, median of $STARTS spawns."
 	echo

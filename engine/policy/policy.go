@@ -173,7 +173,9 @@ func (p *Policy) Apply(snap *config.Snapshot) {
 	if old.snap.Method != snap.Method {
 		p.log.Info("balancing method changed", slog.String("method", string(snap.Method)), slog.String("previous", string(old.snap.Method)))
 	}
-	if len(added) > 0 {
+	// New backends are checked at once; a shorter interval starts now
+	// rather than after the old, longer one runs out.
+	if len(added) > 0 || snap.Runtime.HealthCheckInterval < old.snap.Runtime.HealthCheckInterval {
 		p.checker.Trigger()
 	}
 }

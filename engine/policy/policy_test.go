@@ -804,3 +804,23 @@ func TestLocalFailureDoesNotBlameBackend(t *testing.T) {
 		t.Fatalf("status %+v", st)
 	}
 }
+
+// TestApplyShorterIntervalStartsNow: a reload that shortens the health
+// interval takes effect at once, not after the old interval runs out.
+func TestApplyShorterIntervalStartsNow(t *testing.T) {
+	var dials atomic.Int64
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		dials.Add(1)
+		return nil, errRefused
+	}
+	slow := snapshot(config.RoundRobin, func(r *config.Runtime) { r.HealthCheckInterval = time.Hour }, be("127.0.0.1", 9, 1))
+	p := New(slow, Options{HealthDial: dial})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.RunHealth(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	waitUntil(t, func() bool { return p.Status().HealthRounds == 1 })
+	p.Apply(snapshot(config.RoundRobin, func(r *config.Runtime) { r.HealthCheckInterval = 20 * time.Millisecond }, be("127.0.0.1", 9, 1)))
+	waitUntil(t, func() bool { return p.Status().HealthRounds >= 3 })
+}
+

@@ -69,13 +69,18 @@ func TestRunUsage(t *testing.T) {
 		{[]string{"check", "-c", "testdata/configs/nope.yaml"}, 1, "configuration file not found", ""},
 		{[]string{"check"}, 1, "no file at ", ""}, // empty BAL_HOME
 
-		// Commands that later issues build: flags parse, then an honest refusal.
-		{[]string{"start", "-c", "testdata/configs/nope.yaml"}, 1, "", "bal start: "},
-		{[]string{"stop", "--timeout", "10s"}, 1, "", "not available yet: stop\n"},
-		{[]string{"stop"}, 1, "", "not available yet: stop\n"},
-		{[]string{"graceful"}, 1, "", "not available yet: graceful\n"},
-		{[]string{"doctor", "--brief", "--json", "--verbose", "-c", valid}, 1, "", "not available yet: doctor\n"},
-		{[]string{"status", "--json"}, 1, "", "not available yet: status\n"},
+		// The service commands with nothing running (an empty BAL_HOME);
+		// start fails before it binds anything.
+		{[]string{"start", "-c", "testdata/configs/nope.yaml"}, 1, "", "bal start: config file not found: "},
+		{[]string{"start", "-d", "-c", "testdata/configs/invalid.yaml"}, 1, "", "bal start: invalid config "},
+		{[]string{"stop", "--timeout", "10s"}, 1, "", "bal stop: bal is not running (no pid file "},
+		{[]string{"stop"}, 1, "", "bal stop: bal is not running"},
+		{[]string{"graceful"}, 1, "", "bal graceful: bal is not running (nothing answers on "},
+		{[]string{"doctor", "--brief", "--json", "--verbose", "-c", "testdata/configs/invalid.yaml"}, 1, `"overall": "FAILED"`, ""},
+		{[]string{"doctor", "--brief", "-c", "testdata/configs/invalid.yaml"}, 1, "FAILED 1 critical, 4 warnings: config: failed to load config: ", ""},
+		{[]string{"status", "--json"}, 3, `"running": false`, ""},
+		{[]string{"status", "--brief"}, 3, "FAILED not running: bal is not running (no pid file ", ""},
+		{[]string{"status"}, 3, "  daemon: stopped\n  what_happened: daemon is not running\n", ""},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

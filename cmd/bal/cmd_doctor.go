@@ -1,6 +1,28 @@
 package main
 
-import "github.com/spf13/pflag"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/bal-lb/bal/engine"
+	"github.com/bal-lb/bal/engine/auto"
+	"github.com/bal-lb/bal/engine/config"
+	"github.com/bal-lb/bal/engine/control"
+	"github.com/bal-lb/bal/engine/limits"
+	"github.com/bal-lb/bal/engine/pidfile"
+	"github.com/bal-lb/bal/engine/server"
+	"github.com/spf13/pflag"
+)
 
 // doctorOptions are the flags of bal doctor.
 type doctorOptions struct {
@@ -20,6 +42,10 @@ listen address can be bound (a port held by the running bal itself is fine),
 whether the backends answer, the file descriptor and backlog limits, and the
 control socket. Unlike bal check, doctor uses the network.
 
+With a running bal, doctor reports what that instance sees (its config, its
+health checks, its limits); without one it probes the backends itself, in
+parallel with a short timeout.
+
 Exit codes: 0 no critical finding; 1 a critical finding.`,
 		flags: func(fs *pflag.FlagSet) {
 			configFlag(fs, &o.config)
@@ -29,7 +55,556 @@ Exit codes: 0 no critical finding; 1 a critical finding.`,
 	}
 }
 
-func runDoctor(e *env, _ *doctorOptions) int {
-	// Built by a later issue.
-	return notAvailable(e, "doctor")
+// Check levels (SPEC §5).
+const (
+	checkOK       = "ok"
+	checkWarn     = "warn"
+	checkCritical = "critical"
+)
+
+// doctorCheck is one entry of checks[].
+type doctorCheck struct {
+	Name    string  `json:"name"`
+	Level   string  `json:"level"`
+	Summary string  `json:"summary"`
+	Hint    *string `json:"hint"`
+}
+
+// doctorJSON is bal doctor's JSON document (SPEC §5) plus extras.
+type doctorJSON struct {
+	Overall        string         `json:"overall"`
+	Checks         []doctorCheck  `json:"checks"`
+	ProtectionMode protectionJSON `json:"protection_mode"`
+	Critical       int            `json:"critical"`
+	Warnings       int            `json:"warnings"`
+	Running        bool           `json:"running"`
+	PID            *int           `json:"pid"`
+	ConfigPath     string         `json:"config_path"`
+}
+
+func runDoctor(e *env, o *doctorOptions) int {
+	res := doctor(context.Background(), o.config)
+	switch {
+	case o.out.json:
+		if err := writeJSON(e.stdout, res); err != nil {
+			fmt.Fprintf(e.stderr, "bal doctor: %v\n", err)
+		}
+	case o.out.brief:
+		brief(e.stdout, res.Overall, doctorBrief(res))
+	default:
+		doctorReport(res, o.out.verbose).write(e.stdout)
+	}
+	if res.Overall == levelFailed {
+		return exitFail
+	}
+	return exitOK
+}
+
+// diagnosis is the state the checks share.
+type diagnosis struct {
+	f    *found
+	live *control.Status
+	path string           // the config file: the running bal's, else as resolved
+	snap *config.Snapshot // the file on disk, nil when it does not load
+	err  error            // why it does not load
+	res  *doctorJSON
+}
+
+func (d *diagnosis) add(name, level, summary, hint string) {
+	c := doctorCheck{Name: name, Level: level, Summary: summary}
+	if hint != "" {
+		c.Hint = &hint
+	}
+	d.res.Checks = append(d.res.Checks, c)
+}
+
+// doctor runs every check, in SPEC order.
+func doctor(ctx context.Context, flagPath string) *doctorJSON {
+	f := findInstance(ctx)
+	d := &diagnosis{f: f, live: f.live, res: &doctorJSON{Checks: []doctorCheck{}}}
+	d.res.Running = f.running()
+	if f.running() {
+		d.res.PID = &f.pid
+	}
+	if d.live != nil {
+		d.path = d.live.ConfigPath
+		d.res.ProtectionMode = protectionJSON{Enabled: d.live.ProtectionMode.Enabled, Reason: d.live.ProtectionMode.Reason}
+	} else {
+		d.path, d.err = config.Resolve(flagPath)
+	}
+	if d.err == nil {
+		d.snap, d.err = config.Load(d.path)
+	}
+	d.res.ConfigPath = d.path
+
+	d.checkPID()
+	d.checkConfig()
+	d.checkBind(ctx)
+	d.checkBackends(ctx)
+	d.checkLimits()
+	d.checkControl()
+
+	d.res.Overall = levelOK
+	for _, c := range d.res.Checks {
+		switch c.Level {
+		case checkCritical:
+			d.res.Critical++
+		case checkWarn:
+			d.res.Warnings++
+		}
+	}
+	switch {
+	case d.res.Critical > 0:
+		d.res.Overall = levelFailed
+	case d.res.Warnings > 0:
+		d.res.Overall = levelWarn
+	}
+	return d.res
+}
+
+// checkPID: $BAL_HOME's safety and the PID file's consistency.
+func (d *diagnosis) checkPID() {
+	f := d.f
+	if f.home == "" {
+		d.add("pid", checkCritical, "cannot locate bal's home: "+f.pidErr.Error(), "set BAL_HOME")
+		return
+	}
+	if level, summary, hint := homeSafety(f.home); level != checkOK {
+		d.add("pid", level, summary, hint)
+		return
+	}
+	pid, err := pidfile.Read(f.pidPath)
+	switch {
+	case errors.Is(err, fs.ErrNotExist) && d.live == nil:
+		d.add("pid", checkOK, "pid file absent and no daemon running", "")
+	case errors.Is(err, fs.ErrNotExist):
+		d.add("pid", checkWarn, fmt.Sprintf("bal runs (PID %d) but its pid file %s is missing", d.live.PID, f.pidPath),
+			"restart it ('bal stop', then 'bal start -d') to write it again")
+	case errors.Is(err, pidfile.ErrUnsafe):
+		d.add("pid", checkCritical, err.Error(), "remove "+f.pidPath+" (bal never follows or writes through it)")
+	case err != nil:
+		d.add("pid", checkCritical, "cannot read pid file: "+err.Error(), "fix or remove the corrupted pid file: "+f.pidPath)
+	case d.live != nil && pid != d.live.PID:
+		d.add("pid", checkWarn, fmt.Sprintf("pid file names PID %d but the running bal is PID %d", pid, d.live.PID),
+			"restart bal ('bal stop', then 'bal start -d')")
+	case !pidfile.Alive(pid):
+		d.add("pid", checkCritical, fmt.Sprintf("stale pid file detected (PID %d is dead)", pid),
+			"remove the stale pid file "+f.pidPath+" ('bal start' also replaces it)")
+	case !pidfile.IsBal(pid):
+		d.add("pid", checkCritical, fmt.Sprintf("stale pid file detected (PID %d is alive but is not bal)", pid),
+			"remove the stale pid file "+f.pidPath+" ('bal start' also replaces it); bal never signals that process")
+	default:
+		summary := fmt.Sprintf("pid file is consistent (PID: %d)", pid)
+		if fi, err := os.Lstat(f.pidPath); err == nil && fi.Mode().Perm()&0o022 != 0 {
+			d.add("pid", checkWarn, summary+fmt.Sprintf(", but it is writable by others (mode %04o)", fi.Mode().Perm()), "chmod 644 "+f.pidPath)
+			return
+		}
+		d.add("pid", checkOK, summary, "")
+	}
+}
+
+// homeSafety flags a $BAL_HOME others could write to or that is not ours.
+func homeSafety(home string) (level, summary, hint string) {
+	fi, err := os.Lstat(home)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return checkOK, "", ""
+	case err != nil:
+		return checkCritical, fmt.Sprintf("cannot inspect %s: %v", home, err), "check BAL_HOME"
+	case fi.Mode()&fs.ModeSymlink != 0:
+		fi, err = os.Stat(home)
+		if err != nil {
+			return checkCritical, fmt.Sprintf("%s is a symlink that cannot be followed: %v", home, err), "point BAL_HOME at a real directory"
+		}
+		if lvl, s, h := dirSafety(home, fi); lvl != checkOK {
+			return lvl, s, h
+		}
+		return checkWarn, home + " is a symlink", "point BAL_HOME at the real directory, mode 0700"
+	}
+	return dirSafety(home, fi)
+}
+
+func dirSafety(home string, fi fs.FileInfo) (level, summary, hint string) {
+	if !fi.IsDir() {
+		return checkCritical, home + " is not a directory", "point BAL_HOME at a directory, mode 0700"
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
+		return checkCritical, fmt.Sprintf("%s is owned by uid %d, not by this user (uid %d)", home, st.Uid, os.Geteuid()),
+			"use a BAL_HOME of your own, mode 0700"
+	}
+	if fi.Mode().Perm()&0o022 != 0 {
+		return checkCritical, fmt.Sprintf("%s is writable by others (mode %04o)", home, fi.Mode().Perm()),
+			"chmod 700 " + home
+	}
+	return checkOK, "", ""
+}
+
+// checkConfig: the file loads; with a running bal, it is the file that bal
+// loaded, and a change pending for 'bal graceful' is reported.
+func (d *diagnosis) checkConfig() {
+	switch {
+	case d.live == nil && errors.Is(d.err, config.ErrNotFound):
+		d.add("config", checkCritical, "config file not found: "+d.path,
+			"create a config file at "+d.path+" ('bal start' writes a default) or pass '-c FILE'")
+	case d.live == nil && d.err != nil:
+		d.add("config", checkCritical, "failed to load config: "+d.err.Error(), "run 'bal check --verbose' and fix the listed errors")
+	case d.err != nil:
+		d.add("config", checkWarn, fmt.Sprintf("bal runs with %s, but the file on disk would be rejected by 'bal graceful': %v", d.path, d.err),
+			"fix it ('bal check --verbose') before the next reload or restart")
+	case d.live != nil && d.live.LastReload != nil && !d.live.LastReload.OK:
+		d.add("config", checkWarn, "the last reload was rejected; the file on disk loads now", "run 'bal graceful' to apply it")
+	case d.live != nil:
+		if pending := pendingChanges(d.live, d.snap); len(pending) > 0 {
+			d.add("config", checkWarn, fmt.Sprintf("loaded %s; the file changed since: %s", d.path, strings.Join(pending, "; ")),
+				"run 'bal graceful' to apply it")
+			return
+		}
+		d.add("config", checkOK, "loaded "+d.path+" (the running bal's config)", "")
+	default:
+		summary := "loaded " + d.path
+		if n := len(d.snap.Warnings); n > 0 {
+			summary += fmt.Sprintf(" (%d warnings: see 'bal check --verbose')", n)
+		}
+		d.add("config", checkOK, summary, "")
+	}
+}
+
+// pendingChanges compares the running bal's listener, method and backends
+// with the file on disk.
+func pendingChanges(st *control.Status, snap *config.Snapshot) []string {
+	var out []string
+	if st.Port != snap.Port {
+		out = append(out, fmt.Sprintf("port %d -> %d", st.Port, snap.Port))
+	}
+	if st.BindAddress != snap.BindAddress {
+		out = append(out, fmt.Sprintf("bind_address %s -> %s", st.BindAddress, snap.BindAddress))
+	}
+	if st.Method != string(snap.Method) {
+		out = append(out, fmt.Sprintf("method %s -> %s", st.Method, snap.Method))
+	}
+	running := map[string]int{}
+	for _, b := range st.Backends {
+		running[b.Address] = b.Weight
+	}
+	seen := map[string]bool{}
+	for _, b := range snap.Backends {
+		seen[b.Address()] = true
+		w, ok := running[b.Address()]
+		switch {
+		case !ok:
+			out = append(out, "backend added: "+b.Address())
+		case w != b.Weight:
+			out = append(out, fmt.Sprintf("backend %s weight %d -> %d", b.Address(), w, b.Weight))
+		}
+	}
+	for _, b := range st.Backends {
+		if !seen[b.Address] {
+			out = append(out, "backend removed: "+b.Address)
+		}
+	}
+	return out
+}
+
+// checkBind: the listen address is bindable, or held by the running bal.
+func (d *diagnosis) checkBind(ctx context.Context) {
+	if d.live != nil {
+		held := fmt.Sprintf("%s is held by the running bal (PID %d)", d.live.Listen, d.live.PID)
+		if d.snap == nil || net.JoinHostPort(d.live.BindAddress, strconv.Itoa(d.live.Port)) == d.snap.ListenAddress() {
+			d.add("bind", checkOK, held, "")
+			return
+		}
+		// The file moves the listener: would 'bal graceful' bind it?
+		addr, err := server.ListenAddr(ctx, d.snap)
+		if err == nil {
+			err = engine.ProbeBind(addr)
+		}
+		if err != nil {
+			d.add("bind", checkCritical, held+"; the config file's "+d.snap.ListenAddress()+" cannot be bound: "+err.Error(),
+				"free the address or change bind_address/port before 'bal graceful'")
+			return
+		}
+		d.add("bind", checkOK, held+"; the config file's "+d.snap.ListenAddress()+" is bindable", "")
+		return
+	}
+	if d.snap == nil {
+		d.add("bind", checkWarn, "not checked: the config does not load", "fix the config first")
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	addr, err := server.ListenAddr(rctx, d.snap)
+	if err != nil {
+		d.add("bind", checkCritical, "cannot resolve the listen address: "+err.Error(), "set a valid IP or hostname in 'bind_address'")
+		return
+	}
+	err = engine.ProbeBind(addr)
+	switch {
+	case err == nil:
+		d.add("bind", checkOK, addr.String()+" is bindable", "")
+	case errors.Is(err, engine.ErrAddrInUse) && d.f.running():
+		d.add("bind", checkCritical, fmt.Sprintf("%s is in use; bal (PID %d) runs but does not answer on its control socket", addr, d.f.pid),
+			"restart it ('bal stop', then 'bal start -d')")
+	case errors.Is(err, engine.ErrAddrInUse):
+		d.add("bind", checkCritical, addr.String()+" is already in use by another process",
+			"stop the conflicting process or change bind_address/port in the config")
+	case errors.Is(err, syscall.EACCES) && addr.Port() < 1024:
+		d.add("bind", checkCritical, "cannot bind "+addr.String()+": "+err.Error(),
+			"ports below 1024 need root or CAP_NET_BIND_SERVICE (AmbientCapabilities= in the systemd unit); or use a port ≥ 1024")
+	default:
+		d.add("bind", checkCritical, "cannot bind "+addr.String()+": "+err.Error(), "check bind_address: it must be an address of this host")
+	}
+}
+
+// checkBackends: the running bal's view of its backends, else a probe.
+func (d *diagnosis) checkBackends(ctx context.Context) {
+	if d.live != nil {
+		var down []string
+		for _, b := range d.live.Backends {
+			if !b.Reachable {
+				down = append(down, b.Address)
+			}
+		}
+		summary := fmt.Sprintf("reachable %d/%d (the running bal's health checks)", d.live.BackendReachable, d.live.BackendTotal)
+		d.backendVerdict(summary, d.live.BackendReachable, d.live.BackendTotal, nil, down)
+		return
+	}
+	if d.snap == nil {
+		d.add("backend", checkWarn, "not checked: the config does not load", "fix the config first")
+		return
+	}
+	timeout := min(d.snap.Runtime.HealthCheckTimeout, 2*time.Second)
+	results := probeBackends(ctx, d.snap.Backends, timeout)
+	var unresolved, down []string
+	resolved, reachable := 0, 0
+	for i, r := range results {
+		addr := d.snap.Backends[i].Address()
+		switch {
+		case r.resolveErr != nil:
+			unresolved = append(unresolved, addr)
+		case r.dialErr != nil:
+			resolved++
+			down = append(down, addr)
+		default:
+			resolved++
+			reachable++
+		}
+	}
+	n := len(d.snap.Backends)
+	summary := fmt.Sprintf("resolvable %d/%d | reachable %d/%d (probed by doctor, timeout %v)", resolved, n, reachable, n, timeout)
+	d.backendVerdict(summary, reachable, n, unresolved, down)
+}
+
+func (d *diagnosis) backendVerdict(summary string, reachable, total int, unresolved, down []string) {
+	switch {
+	case total > 0 && reachable == 0:
+		d.add("backend", checkCritical, summary, "no backend is reachable: verify backend host/port, the service and the network path")
+	case reachable < total:
+		var parts []string
+		if len(unresolved) > 0 {
+			parts = append(parts, "Unresolved: "+strings.Join(unresolved, ", "))
+		}
+		if len(down) > 0 {
+			parts = append(parts, "Unreachable: "+strings.Join(down, ", "))
+		}
+		d.add("backend", checkWarn, summary, strings.Join(parts, "; ")+" | check DNS/firewall/service health")
+	default:
+		d.add("backend", checkOK, summary, "")
+	}
+}
+
+type probeResult struct {
+	resolveErr, dialErr error
+}
+
+// probeBackends resolves and connects to every backend in parallel, each
+// within timeout; it sends nothing.
+func probeBackends(ctx context.Context, bs []config.Backend, timeout time.Duration) []probeResult {
+	out := make([]probeResult, len(bs))
+	var wg sync.WaitGroup
+	for i, b := range bs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(ctx, 2*timeout)
+			defer cancel()
+			var addrs []netip.Addr
+			if a, err := netip.ParseAddr(b.Host); err == nil {
+				addrs = []netip.Addr{a}
+			} else if addrs, err = net.DefaultResolver.LookupNetIP(ctx, "ip", b.Host); err != nil || len(addrs) == 0 {
+				out[i].resolveErr = fmt.Errorf("resolve %s: %w", b.Host, err)
+				return
+			}
+			out[i].dialErr = errors.New("no address")
+			for _, a := range addrs {
+				dctx, dcancel := context.WithTimeout(ctx, timeout)
+				var dl net.Dialer
+				c, err := dl.DialContext(dctx, "tcp", netip.AddrPortFrom(a.Unmap(), uint16(b.Port)).String())
+				dcancel()
+				if err == nil {
+					c.Close()
+					out[i].dialErr = nil
+					return
+				}
+				out[i].dialErr = err
+			}
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// checkLimits: RLIMIT_NOFILE against max_concurrent_connections, and
+// tcp_backlog against somaxconn — the running bal's own, else this host's.
+func (d *diagnosis) checkLimits() {
+	var (
+		eng            string
+		maxConns, blog int
+		nofile         uint64
+		somaxconn      int
+		somaxconnKnown bool
+		source         = "this host"
+	)
+	switch {
+	case d.live != nil:
+		eng, maxConns, blog = d.live.Engine, d.live.MaxConcurrentConnections, d.live.TCPBacklog
+		nofile, somaxconn = d.live.Limits.NoFileSoft, d.live.Limits.Somaxconn
+		somaxconnKnown = somaxconn > 0
+		source = "the running bal"
+	case d.snap != nil:
+		_, name, err := auto.Select(d.snap.Runtime.Engine)
+		if err != nil {
+			name = d.snap.Runtime.Engine
+		}
+		eng, maxConns, blog = name, d.snap.Runtime.MaxConcurrentConnections, d.snap.Runtime.TCPBacklog
+		// Go raises the soft limit to the hard one at start-up: this
+		// process has what a bal started here would have.
+		nofile, _, _ = limits.NoFile()
+		somaxconn, err = limits.Somaxconn()
+		somaxconnKnown = err == nil
+	default:
+		d.add("limits", checkWarn, "not checked: the config does not load", "fix the config first")
+		return
+	}
+	need := limits.Needed(maxConns, eng)
+	var warns, hints []string
+	fdPart := fmt.Sprintf("nofile %d (max_concurrent_connections %d x %d fds on %s + %d = %d)", nofile, maxConns, limits.FDsPerConn(eng), eng, limits.Reserve, need)
+	if nofile < need {
+		warns = append(warns, fmt.Sprintf("RLIMIT_NOFILE %d is below the %d descriptors max_concurrent_connections %d needs", nofile, need, maxConns))
+		hints = append(hints, fmt.Sprintf("raise the open-file limit to ≥ %d (LimitNOFILE= in the systemd unit, ulimit -n) or lower max_concurrent_connections; past it bal resets new connections", need))
+	}
+	var backlogPart string
+	switch {
+	case !somaxconnKnown:
+		backlogPart = fmt.Sprintf("tcp_backlog %d (somaxconn unknown)", blog)
+	case blog == 0:
+		backlogPart = fmt.Sprintf("tcp_backlog somaxconn (%d)", somaxconn)
+	case blog > somaxconn:
+		backlogPart = fmt.Sprintf("tcp_backlog %d > somaxconn %d", blog, somaxconn)
+		warns = append(warns, fmt.Sprintf("tcp_backlog %d is above net.core.somaxconn %d: the kernel caps it", blog, somaxconn))
+		hints = append(hints, fmt.Sprintf("raise it (sysctl -w net.core.somaxconn=%d) or lower tcp_backlog", blog))
+	default:
+		backlogPart = fmt.Sprintf("tcp_backlog %d (somaxconn %d)", blog, somaxconn)
+	}
+	summary := fdPart + " | " + backlogPart + " [" + source + "]"
+	if len(warns) > 0 {
+		d.add("limits", checkWarn, strings.Join(warns, "; ")+" | "+summary, strings.Join(hints, "; "))
+		return
+	}
+	d.add("limits", checkOK, summary, "")
+}
+
+// checkControl: the control socket answers (and is private).
+func (d *diagnosis) checkControl() {
+	f := d.f
+	switch {
+	case f.home == "":
+		d.add("control", checkWarn, "not checked: no home directory", "set BAL_HOME")
+	case d.live != nil:
+		summary := fmt.Sprintf("%s answers (PID %d, %s)", f.sockPath, d.live.PID, d.live.State)
+		if fi, err := os.Lstat(f.sockPath); err == nil && fi.Mode().Perm() != control.SocketMode {
+			d.add("control", checkWarn, summary+fmt.Sprintf(", but its mode is %04o", fi.Mode().Perm()), "chmod 600 "+f.sockPath+" (bal creates it 0600)")
+			return
+		}
+		d.add("control", checkOK, summary, "")
+	case f.running():
+		d.add("control", checkCritical, fmt.Sprintf("bal (PID %d) runs but %s does not answer: %v", f.pid, f.sockPath, f.liveErr),
+			"restart it ('bal stop', then 'bal start -d')")
+	default:
+		summary := "bal is not running (no control socket)"
+		if fi, err := os.Lstat(f.sockPath); err == nil && fi.Mode().Type() == fs.ModeSocket {
+			summary = "bal is not running; a stale " + f.sockPath + " is left ('bal start' replaces it)"
+		}
+		d.add("control", checkWarn, summary, "start it with 'bal start -d'")
+	}
+}
+
+// doctorBrief is the one line of --brief, after the level.
+func doctorBrief(res *doctorJSON) string {
+	var bad []string
+	for _, c := range res.Checks {
+		if c.Level != checkOK {
+			bad = append(bad, c.Name+": "+c.Summary)
+		}
+	}
+	switch {
+	case res.Critical > 0:
+		return fmt.Sprintf("%d critical, %d warnings: %s", res.Critical, res.Warnings, strings.Join(bad, "; "))
+	case res.Warnings > 0:
+		return fmt.Sprintf("%d warnings: %s", res.Warnings, strings.Join(bad, "; "))
+	}
+	return fmt.Sprintf("%d checks passed", len(res.Checks))
+}
+
+// doctorReport is the human report: the counts, the findings (every check
+// with its hint under --verbose), then the triplet or next.
+func doctorReport(res *doctorJSON, verbose bool) *report {
+	r := newReport("doctor")
+	r.field("overall", res.Overall)
+	r.field("critical", res.Critical)
+	r.field("warnings", res.Warnings)
+	pm := "off"
+	if res.ProtectionMode.Enabled {
+		pm = "on (" + reasonOr(res.ProtectionMode.Reason) + ")"
+	}
+	r.field("protection_mode", pm)
+	var shown []doctorCheck
+	for _, c := range res.Checks {
+		if verbose || c.Level != checkOK {
+			shown = append(shown, c)
+		}
+	}
+	key := "findings"
+	if verbose {
+		key = "checks"
+	}
+	if len(shown) > 0 || verbose {
+		r.field(key, len(shown))
+		for _, c := range shown {
+			r.item("[" + strings.ToUpper(c.Level) + "] " + c.Name + ": " + c.Summary)
+			if verbose && c.Hint != nil {
+				r.detail("hint", *c.Hint)
+			}
+		}
+	}
+	switch {
+	case res.Critical > 0:
+		do := "run 'bal doctor --verbose' and fix critical checks before 'bal status'"
+		if verbose {
+			do = "fix the critical checks listed above (see their hints), then run 'bal doctor' again"
+		}
+		r.problem(triplet{
+			what: "runtime diagnostics found critical failures",
+			why:  "daemon state, bind target, or backend connectivity is broken",
+			do:   do,
+		})
+	case res.Warnings > 0:
+		r.problem(triplet{
+			what: "runtime diagnostics found warnings",
+			why:  "partial connectivity or port ownership needs confirmation",
+			do:   "run 'bal status' now, then inspect details with 'bal doctor --verbose'",
+		})
+	default:
+		r.next("run 'bal status'")
+	}
+	return r
 }

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+
 	"github.com/spf13/pflag"
 )
 
@@ -20,8 +22,10 @@ func startCommand() *command {
 Run the balancer. Without -c and with no config file found, the commented
 default is written to $BAL_HOME/config.yaml (mode 0600) and used.
 With -d, bal detaches and returns once the daemon listens (exit 0) or has
-failed (exit 1, with its error). Without -d it runs in the foreground, logs to
-stderr, and drains on SIGTERM/SIGINT like the daemon.
+failed (exit 1, with its error); the daemon logs to $BAL_HOME/bal.log
+(reopened on SIGUSR1). Without -d it runs in the foreground (as under
+systemd or launchd), logs to stderr, and drains on SIGTERM/SIGINT like the
+daemon. Both write $BAL_HOME/bal.pid and answer on $BAL_HOME/bal.sock.
 
 Exit codes: 0 after a clean shutdown; 1 when it cannot start (bad config,
 port in use, already running).`,
@@ -34,8 +38,11 @@ port in use, already running).`,
 }
 
 func runStart(e *env, o *startOptions) int {
-	if o.daemon {
-		return notAvailable(e, "start -d")
+	switch {
+	case os.Getenv(envReadyFD) != "":
+		return runDaemonChild(e, o.config)
+	case o.daemon:
+		return startDaemon(e, o.config)
 	}
 	return serveForeground(e, o.config)
 }

@@ -36,6 +36,11 @@ func (r *report) item(text string) {
 	r.lines = append(r.lines, "    - "+oneLine(text))
 }
 
+// detail adds "      key: value" under the previous item.
+func (r *report) detail(key, value string) {
+	r.lines = append(r.lines, "      "+key+": "+oneLine(value))
+}
+
 // list adds "  key: none", or "  key: N" followed by one item per entry.
 func (r *report) list(key string, items []string) {
 	if len(items) == 0 {
@@ -92,10 +97,4 @@ func oneLine(s string) string {
 		return s
 	}
 	return strings.NewReplacer("\r", `\r`, "\n", `\n`).Replace(s)
-}
-
-// notAvailable is what commands that later issues build print for now.
-func notAvailable(e *env, name string) int {
-	fmt.Fprintf(e.stderr, "not available yet: %s\n", name)
-	return exitFail
 }

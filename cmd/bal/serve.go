@@ -13,7 +13,11 @@ import (
 	"time"
 
 	"github.com/bal-lb/bal/engine/config"
+	"github.com/bal-lb/bal/engine/control"
+	"github.com/bal-lb/bal/engine/logfile"
+	"github.com/bal-lb/bal/engine/metrics"
 	"github.com/bal-lb/bal/engine/pidfile"
+	"github.com/bal-lb/bal/engine/sdnotify"
 	"github.com/bal-lb/bal/engine/server"
 )
 
@@ -59,8 +63,8 @@ func ensureHome(home string) error {
 	return nil
 }
 
-// serveForeground is bal start without -d: logs on stderr, PID file, drain on
-// SIGTERM/SIGINT, reload on SIGHUP.
+// serveForeground is bal start without -d: logs on stderr, PID file and
+// control socket, drain on SIGTERM/SIGINT, reload on SIGHUP.
 func serveForeground(e *env, flagPath string) int {
 	snap, home, err := loadForStart(e, flagPath)
 	if err != nil {
@@ -68,62 +72,109 @@ func serveForeground(e *env, flagPath string) int {
 		return exitFail
 	}
 	level := new(slog.LevelVar)
-	log := slog.New(slog.NewJSONHandler(e.stderr, &slog.HandlerOptions{Level: level}))
-	return serve(e, snap, home, log, level)
-}
-
-// serve runs one instance until it is stopped; it is shared by the
-// foreground and the daemon.
-func serve(e *env, snap *config.Snapshot, home string, log *slog.Logger, level *slog.LevelVar) int {
-	if err := ensureHome(home); err != nil {
-		fmt.Fprintf(e.stderr, "bal start: %v\n", err)
-		return exitFail
+	in := &instance{
+		home:  home,
+		snap:  snap,
+		log:   slog.New(slog.NewJSONHandler(e.stderr, &slog.HandlerOptions{Level: level})),
+		level: level,
 	}
-	pid, err := pidfile.Acquire(filepath.Join(home, pidFileName))
+	code, err := in.run()
 	if err != nil {
 		fmt.Fprintf(e.stderr, "bal start: %v\n", err)
-		return exitFail
+	}
+	return code
+}
+
+// instance is one running bal, in the foreground or as the daemon.
+type instance struct {
+	home  string
+	snap  *config.Snapshot
+	log   *slog.Logger
+	level *slog.LevelVar
+	// logFile is the daemon's $BAL_HOME/bal.log, reopened on SIGUSR1; nil
+	// in the foreground (logs go to stderr).
+	logFile *logfile.File
+	// ready, when set, is called once: when bal listens and its control
+	// socket answers (the daemon tells its parent).
+	ready func(server.Status)
+}
+
+// run serves until bal is stopped and returns the exit code. A non-nil
+// error means bal could not start (the code is then exitFail); it is not
+// logged, the caller reports it.
+func (in *instance) run() (int, error) {
+	if err := ensureHome(in.home); err != nil {
+		return exitFail, err
+	}
+	pid, err := pidfile.Acquire(filepath.Join(in.home, pidFileName))
+	if err != nil {
+		return exitFail, err
 	}
 	defer pid.Remove()
 
 	// Signals are caught before the listener exists so that an early
 	// SIGTERM still drains instead of killing the process.
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR1)
 	defer signal.Stop(sigs)
 
-	srv := server.New(snap, server.Options{Logger: log, Level: level})
+	srv := server.New(in.snap, server.Options{Logger: in.log, Level: in.level, Metrics: metrics.Writer(buildVersion())})
 	if err := srv.Start(context.Background()); err != nil {
 		_ = srv.Close()
-		log.Error("cannot start", "error", err.Error())
-		fmt.Fprintf(e.stderr, "bal start: %v\n", err)
-		return exitFail
+		return exitFail, err
 	}
+
+	d := &notifyingDaemon{Server: srv}
+	ctl := control.New(d, control.Options{Version: buildVersion(), Logger: in.log, Metrics: srv.MetricsHandler()})
+	ln, err := control.Listen(filepath.Join(in.home, sockName), in.log)
+	if err != nil {
+		_ = srv.Close()
+		return exitFail, err
+	}
+	ctlDone := make(chan error, 1)
+	go func() { ctlDone <- ctl.Serve(ln) }()
+	defer func() {
+		_ = ctl.Close()
+		<-ctlDone
+		_ = ln.Close() // removes bal.sock
+	}()
+
 	st := srv.Status()
-	log.Info("bal started", "pid", os.Getpid(), "version", buildVersion(), "config", snap.Path,
-		"listen", st.Listen.String(), "engine", st.Engine, "method", string(snap.Method), "backends", len(snap.Backends))
+	in.log.Info("bal started", "pid", os.Getpid(), "version", buildVersion(), "config", in.snap.Path,
+		"listen", st.Listen.String(), "engine", st.Engine, "method", string(in.snap.Method), "backends", len(in.snap.Backends),
+		"control", ln.Path())
+	in.notify(sdnotify.Ready, sdnotify.MainPID(os.Getpid()), sdnotify.Status("listening on "+st.Listen.String()+" ("+st.Engine+")"))
+	if in.ready != nil {
+		in.ready(st)
+	}
 
 	for {
 		select {
 		case err := <-srv.Fatal():
-			log.Error("stopping: cannot serve", "error", err.Error())
+			in.log.Error("stopping: cannot serve", "error", err.Error())
+			in.notify(sdnotify.Stopping)
 			_ = srv.Close()
-			return exitFail
+			return exitFail, nil
 		case sig := <-sigs:
-			if sig == syscall.SIGHUP {
-				_, _ = srv.ReloadFile(context.Background())
-				continue
+			switch sig {
+			case syscall.SIGHUP:
+				_, _ = d.ReloadFile(context.Background())
+			case syscall.SIGUSR1:
+				in.reopenLog()
+			default:
+				in.notify(sdnotify.Stopping)
+				ctl.SetState(control.StateDraining)
+				return in.shutdown(srv, sig, sigs), nil
 			}
-			return shutdown(srv, sig, sigs, log)
 		}
 	}
 }
 
 // shutdown drains for drain_timeout_ms; a second SIGTERM/SIGINT closes
 // everything at once and exits 1.
-func shutdown(srv *server.Server, sig os.Signal, sigs <-chan os.Signal, log *slog.Logger) int {
+func (in *instance) shutdown(srv *server.Server, sig os.Signal, sigs <-chan os.Signal) int {
 	drain := srv.Snapshot().Runtime.DrainTimeout
-	log.Info("shutting down: no new connections; draining", "signal", sig.String(), "drain_timeout_ms", drain.Milliseconds(), "active", srv.Status().Policy.Active)
+	in.log.Info("shutting down: no new connections; draining", "signal", sig.String(), "drain_timeout_ms", drain.Milliseconds(), "active", srv.Status().Policy.Active)
 	ctx, cancel := context.WithTimeout(context.Background(), drain)
 	defer cancel()
 	done := make(chan struct{})
@@ -134,13 +185,17 @@ func shutdown(srv *server.Server, sig os.Signal, sigs <-chan os.Signal, log *slo
 	for {
 		select {
 		case <-done:
-			log.Info("bal stopped")
+			in.log.Info("bal stopped")
 			return exitOK
 		case s := <-sigs:
-			if s == syscall.SIGHUP {
+			switch s {
+			case syscall.SIGHUP:
 				continue // no reloads while draining
+			case syscall.SIGUSR1:
+				in.reopenLog()
+				continue
 			}
-			log.Warn("second signal: closing every connection now", "signal", s.String())
+			in.log.Warn("second signal: closing every connection now", "signal", s.String())
 			cancel()
 			select {
 			case <-done:
@@ -149,4 +204,42 @@ func shutdown(srv *server.Server, sig os.Signal, sigs <-chan os.Signal, log *slo
 			return exitFail
 		}
 	}
+}
+
+// reopenLog reopens bal.log after logrotate renamed it (SIGUSR1).
+func (in *instance) reopenLog() {
+	if in.logFile == nil {
+		in.log.Debug("SIGUSR1: no log file to reopen (logging to stderr)")
+		return
+	}
+	if err := in.logFile.Reopen(); err != nil {
+		in.log.Error("cannot reopen the log file; still writing to the old one", "path", in.logFile.Path(), "error", err.Error())
+		return
+	}
+	in.log.Info("log file reopened", "path", in.logFile.Path())
+}
+
+// notify tells systemd (Type=notify) about a state change; it does nothing
+// unless NOTIFY_SOCKET is set.
+func (in *instance) notify(states ...string) {
+	if _, err := sdnotify.Notify(states...); err != nil {
+		in.log.Warn("sd_notify failed", "error", err.Error())
+	}
+}
+
+// notifyingDaemon is the server as the control socket and SIGHUP see it: a
+// reload is announced to systemd (RELOADING=1, then READY=1).
+type notifyingDaemon struct {
+	*server.Server
+}
+
+func (d *notifyingDaemon) ReloadFile(ctx context.Context) (*server.ReloadResult, error) {
+	_, _ = sdnotify.Notify(sdnotify.Reloading())
+	r, err := d.Server.ReloadFile(ctx)
+	st := "reloaded"
+	if err != nil {
+		st = "reload rejected; the previous configuration keeps serving"
+	}
+	_, _ = sdnotify.Notify(sdnotify.Ready, sdnotify.Status(st))
+	return r, err
 }

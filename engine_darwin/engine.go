@@ -81,7 +81,7 @@ func (e *Engine) Start(ctx context.Context) error {
 	e.ln = ln
 	e.addr = ln.Addr().(*net.TCPAddr).AddrPort()
 	go e.acceptLoop()
-	e.log.Info("listening", "address", e.addr.String(), "backlog", e.opts.Backlog)
+	e.log.Debug("listening", "address", e.addr.String(), "backlog", e.opts.Backlog)
 	return nil
 }
 

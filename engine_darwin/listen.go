@@ -42,3 +42,15 @@ func relisten(tl *net.TCPListener, backlog int) error {
 	}
 	return nil
 }
+
+// SetBacklog changes the listen(2) backlog of the listening socket (a reload
+// of runtime.tcp_backlog); n <= 0 means the kernel maximum.
+func (e *Engine) SetBacklog(n int) error {
+	if n <= 0 {
+		n = 65535 // the kernel clamps it to its own maximum
+	}
+	if e.ln == nil {
+		return engine.ErrClosed
+	}
+	return relisten(e.ln, n)
+}

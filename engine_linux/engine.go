@@ -298,3 +298,13 @@ func (e *Engine) pickLoop(key any) *loop {
 	v, _ := e.loopFor.LoadOrStore(key, l)
 	return v.(*loop)
 }
+
+// SetBacklog changes the listen(2) backlog of every listening socket of the
+// engine (a reload of runtime.tcp_backlog); n <= 0 means the kernel maximum.
+func (e *Engine) SetBacklog(n int) error {
+	if n <= 0 {
+		n = 65535 // the kernel clamps it to net.core.somaxconn
+	}
+	_, err := relisten(e.addr, n)
+	return err
+}

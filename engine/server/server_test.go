@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -83,6 +84,8 @@ func TestServer(t *testing.T) {
 		{"StartPortInUse", testStartPortInUse},
 		{"ConnectionsSurviveManyReloads", testConnectionsSurviveManyReloads},
 		{"ListenerDeathRestartsThenFatal", testListenerDeathRestartsThenFatal},
+		{"MetricsListener", testMetricsListener},
+		{"BacklogReload", testBacklogReload},
 	}
 	for _, e := range engines {
 		t.Run(e, func(t *testing.T) {
@@ -389,7 +392,7 @@ func scrape(t *testing.T, addr string) (string, error) {
 	return string(b), err
 }
 
-func tMetricsListener(t *testing.T) {
+func testMetricsListener(t *testing.T) {
 	a := nameBackend(t, "a")
 	port, m1, m2 := freePort(t), freePort(t), freePort(t)
 	path := filepath.Join(t.TempDir(), "c.yaml")
@@ -429,5 +432,53 @@ func tMetricsListener(t *testing.T) {
 	}
 	if _, err := scrape(t, fmt.Sprintf("127.0.0.1:%d", m2)); err != nil {
 		t.Fatalf("metrics after the rejected reload: %v", err)
+	}
+}
+
+// sendQ returns the Send-Q column of `ss -ltn` for the listeners on port:
+// for a listening socket it is the accept-queue limit (the backlog).
+func sendQ(t *testing.T, port int) []string {
+	t.Helper()
+	out, err := exec.Command("ss", "-Hltn", fmt.Sprintf("sport = :%d", port)).Output()
+	if err != nil {
+		t.Skipf("ss not usable here: %v", err)
+	}
+	var qs []string
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if f := strings.Fields(line); len(f) >= 3 {
+			qs = append(qs, f[2])
+		}
+	}
+	return qs
+}
+
+func testBacklogReload(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("ss is Linux-only")
+	}
+	a := nameBackend(t, "a")
+	port := freePort(t)
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	s := startServer(t, writeCfg(t, path, cfg{port: port, backends: []netip.AddrPort{a.Addr}, extra: "  tcp_backlog: 123"}))
+	for _, q := range sendQ(t, port) {
+		if q != "123" {
+			t.Fatalf("backlog at start: Send-Q %v, want 123 on every listener", sendQ(t, port))
+		}
+	}
+	writeCfg(t, path, cfg{port: port, backends: []netip.AddrPort{a.Addr}, extra: "  tcp_backlog: 77"})
+	if _, err := s.ReloadFile(context.Background()); err != nil {
+		t.Fatalf("backlog-only reload: %v", err)
+	}
+	qs := sendQ(t, port)
+	if len(qs) == 0 {
+		t.Fatal("no listener found with ss")
+	}
+	for _, q := range qs {
+		if q != "77" {
+			t.Fatalf("after the reload: Send-Q %v, want 77 on every listener", qs)
+		}
+	}
+	if got, err := ask(t, fmt.Sprintf("127.0.0.1:%d", port)); err != nil || got != "a" {
+		t.Fatalf("after a backlog reload: %q, %v", got, err)
 	}
 }

@@ -823,4 +823,3 @@ func TestApplyShorterIntervalStartsNow(t *testing.T) {
 	p.Apply(snapshot(config.RoundRobin, func(r *config.Runtime) { r.HealthCheckInterval = 20 * time.Millisecond }, be("127.0.0.1", 9, 1)))
 	waitUntil(t, func() bool { return p.Status().HealthRounds >= 3 })
 }
-

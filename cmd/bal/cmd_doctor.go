@@ -187,7 +187,7 @@ func (d *diagnosis) checkPID() {
 	case d.live != nil && pid != d.live.PID:
 		d.add("pid", checkWarn, fmt.Sprintf("pid file names PID %d but the running bal is PID %d", pid, d.live.PID),
 			"restart bal ('bal stop', then 'bal start -d')")
-	case !pidfile.Alive(pid):
+	case gone(pid):
 		d.add("pid", checkCritical, fmt.Sprintf("stale pid file detected (PID %d is dead)", pid),
 			"remove the stale pid file "+f.pidPath+" ('bal start' also replaces it)")
 	case !pidfile.IsBal(pid):

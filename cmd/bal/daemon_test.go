@@ -182,13 +182,22 @@ func (d *daemonEnv) waitStatus(what string, ok func(statusWire) bool) (map[strin
 	return nil, w
 }
 
+// daemonConfig is a config for one backend with fast health checks and a
+// connection limit every engine's descriptors fit in; runtime lines (as
+// "key: value") add to or override those.
 func daemonConfig(t *testing.T, backend string, runtime ...string) balConfig {
-	return balConfig{
-		port:     freePort(t),
-		engine:   testEngines()[0],
-		backends: []string{backend},
-		runtime:  append([]string{"health_check_interval_ms: 100", "max_concurrent_connections: 1000"}, runtime...),
+	lines := runtime
+	for _, def := range []string{"health_check_interval_ms: 100", "max_concurrent_connections: 1000"} {
+		key, _, _ := strings.Cut(def, ":")
+		overridden := false
+		for _, l := range runtime {
+			overridden = overridden || strings.HasPrefix(l, key+":")
+		}
+		if !overridden {
+			lines = append(lines, def)
+		}
 	}
+	return balConfig{port: freePort(t), engine: testEngines()[0], backends: []string{backend}, runtime: lines}
 }
 
 // TestDaemonLifecycle walks one daemon through start -d, status, doctor,
@@ -359,6 +368,29 @@ func TestDaemonLifecycle(t *testing.T) {
 		}
 		if fi, err := os.Lstat(d.path(logFileName)); err != nil || fi.Mode().Perm() != 0o640 {
 			t.Errorf("new bal.log mode %v (%v)", fi.Mode(), err)
+		}
+	})
+
+	t.Run("log_level applies live", func(t *testing.T) {
+		cfg, _ := os.ReadFile(filepath.Join(d.dir, d.cfg))
+		good := string(cfg)
+		d.write(strings.Replace(good, "log_level: debug", "log_level: error", 1))
+		if code, _, stderr := d.bal("graceful"); code != 0 {
+			t.Fatalf("graceful: %s", stderr)
+		}
+		before := strings.Count(d.log(), `"msg":"reloaded"`)
+		if code, _, stderr := d.bal("graceful"); code != 0 { // an info line that must not be written now
+			t.Fatalf("graceful: %s", stderr)
+		}
+		if n := strings.Count(d.log(), `"msg":"reloaded"`); n != before {
+			t.Errorf("info lines logged at log_level error")
+		}
+		d.write(good)
+		if code, _, stderr := d.bal("graceful"); code != 0 {
+			t.Fatalf("graceful: %s", stderr)
+		}
+		if code, _, _ := d.bal("graceful"); code != 0 || strings.Count(d.log(), `"msg":"reloaded"`) <= before {
+			t.Errorf("info lines not logged again at log_level debug")
 		}
 	})
 
@@ -708,5 +740,133 @@ func TestNotifySocket(t *testing.T) {
 	}
 	if code := p.wait(10 * time.Second); code != 0 {
 		t.Errorf("exit code %d", code)
+	}
+}
+
+// TestRestartAfterKill9: a daemon killed with SIGKILL leaves a stale PID
+// file and control socket; the next start replaces both at once.
+func TestRestartAfterKill9(t *testing.T) {
+	be := enginetest.NewBackend(t, enginetest.Echo)
+	d := newDaemonEnv(t, daemonConfig(t, be.Addr.String()))
+	pid := d.start()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if !waitGone(pid, 5*time.Second) {
+		t.Fatal("not gone after SIGKILL")
+	}
+	for _, name := range []string{pidFileName, sockName} {
+		if _, err := os.Lstat(d.path(name)); err != nil {
+			t.Fatalf("a killed daemon should leave %s behind: %v", name, err)
+		}
+	}
+	if code, _, _ := d.bal("status"); code != exitNotRunning {
+		t.Errorf("status with stale files: exit %d", code)
+	}
+	code, stdout, _ := d.bal("doctor", "--json")
+	if code != 1 || !strings.Contains(stdout, "stale pid file detected (PID "+strconv.Itoa(pid)+" is dead)") || !strings.Contains(stdout, "a stale "+d.path(sockName)) {
+		t.Errorf("doctor with stale files: exit %d\n%s", code, stdout)
+	}
+	start := time.Now()
+	if again := d.start(); again == pid {
+		t.Fatalf("same PID %d", again)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("restart took %v", took)
+	}
+	holdEcho(t, d.addr()).Close()
+}
+
+// TestControlSocketGone: with its control socket removed, a running daemon
+// is still "running" for status (WARN, exit 0), critical for doctor, and
+// bal stop still finds it through the PID file.
+func TestControlSocketGone(t *testing.T) {
+	be := enginetest.NewBackend(t, enginetest.Echo)
+	d := newDaemonEnv(t, daemonConfig(t, be.Addr.String(), "drain_timeout_ms: 1000"))
+	pid := d.start()
+	if err := os.Remove(d.path(sockName)); err != nil {
+		t.Fatal(err)
+	}
+	code, doc, w := d.status()
+	if code != 0 || !w.Running || w.PID == nil || *w.PID != pid || doc["overall"] != levelWarn || doc["active_connections"] != nil {
+		t.Errorf("status: exit %d %v", code, doc)
+	}
+	code, stdout, _ := d.bal("doctor", "--brief")
+	if code != 1 || !strings.Contains(stdout, fmt.Sprintf("control: bal (PID %d) runs but %s does not answer", pid, d.path(sockName))) {
+		t.Errorf("doctor: exit %d %q", code, stdout)
+	}
+	if code, _, stderr := d.bal("graceful"); code != 1 || !strings.Contains(stderr, "not running") {
+		t.Errorf("graceful: exit %d %q", code, stderr)
+	}
+	if code, stdout, stderr := d.bal("stop"); code != 0 || !strings.Contains(stdout, "stopped") {
+		t.Errorf("stop: exit %d %q %q", code, stdout, stderr)
+	}
+}
+
+// TestDoctorWithoutDaemon: with nothing running, doctor probes what a start
+// would need.
+func TestDoctorWithoutDaemon(t *testing.T) {
+	up := enginetest.NewBackend(t, enginetest.Echo).Addr.String()
+	down := enginetest.DeadAddr(t).String()
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+
+	tests := []struct {
+		name     string
+		backends []string
+		runtime  []string
+		port     int // 0: a free one
+		homeMode fs.FileMode
+		code     int
+		overall  string
+		levels   map[string]string // check name -> level (others not checked)
+		summary  string            // substring of the output
+	}{
+		{"healthy", []string{up}, nil, 0, 0, 0, levelWarn,
+			map[string]string{"pid": "ok", "config": "ok", "bind": "ok", "backend": "ok", "limits": "ok", "control": "warn"}, "bal is not running (no control socket)"},
+		{"one backend down", []string{up, down}, nil, 0, 0, 0, levelWarn,
+			map[string]string{"backend": "warn"}, "Unreachable: " + down},
+		{"every backend down", []string{down}, nil, 0, 0, 1, levelFailed,
+			map[string]string{"backend": "critical"}, "reachable 0/1"},
+		{"port held by another process", []string{up}, nil, taken.Addr().(*net.TCPAddr).Port, 0, 1, levelFailed,
+			map[string]string{"bind": "critical"}, "is already in use by another process"},
+		{"limits", []string{up}, []string{"max_concurrent_connections: 5000000", "tcp_backlog: 65535"}, 0, 0, 0, levelWarn,
+			map[string]string{"limits": "warn"}, "descriptors max_concurrent_connections 5000000 needs"},
+		{"home writable by others", []string{up}, nil, 0, 0o777, 1, levelFailed,
+			map[string]string{"pid": "critical"}, "is writable by others (mode 0777)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := daemonConfig(t, tt.backends[0], tt.runtime...)
+			cfg.backends = tt.backends
+			if tt.port != 0 {
+				cfg.port = tt.port
+			}
+			d := newDaemonEnv(t, cfg)
+			if tt.homeMode != 0 {
+				if err := os.Mkdir(d.home, 0o700); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Chmod(d.home, tt.homeMode); err != nil {
+					t.Fatal(err)
+				}
+			}
+			code, stdout, stderr := d.bal("doctor", "--json", "-c", d.cfg)
+			var doc doctorJSON
+			if err := json.Unmarshal([]byte(stdout), &doc); err != nil {
+				t.Fatalf("doctor --json (%v): %q %q", err, stdout, stderr)
+			}
+			if code != tt.code || doc.Overall != tt.overall || len(doc.Checks) != 6 || !strings.Contains(stdout, tt.summary) {
+				t.Errorf("exit %d (want %d), overall %s (want %s), output lacks %q?\n%s", code, tt.code, doc.Overall, tt.overall, tt.summary, stdout)
+			}
+			for _, c := range doc.Checks {
+				if want, ok := tt.levels[c.Name]; ok && c.Level != want {
+					t.Errorf("%s: %s (%s), want %s", c.Name, c.Level, c.Summary, want)
+				}
+			}
+		})
 	}
 }

@@ -106,7 +106,12 @@ func (in *instance) run() (int, error) {
 	if err := ensureHome(in.home); err != nil {
 		return exitFail, err
 	}
-	pid, err := pidfile.Acquire(filepath.Join(in.home, pidFileName))
+	pidPath := filepath.Join(in.home, pidFileName)
+	if old, err := livePID(pidPath); old != 0 && err != nil && isZombie(old) {
+		// pidfile counts an exited but uncollected bal as running.
+		_ = os.Remove(pidPath)
+	}
+	pid, err := pidfile.Acquire(pidPath)
 	if err != nil {
 		return exitFail, err
 	}

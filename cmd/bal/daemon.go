@@ -186,6 +186,9 @@ func runDaemonChild(e *env, flagPath string) int {
 		return fail(err)
 	}
 	defer lf.Close()
+	// stderr is /dev/null: make it bal.log, so that a Go crash report is
+	// not lost.
+	_ = lf.DupTo(2)
 	level := new(slog.LevelVar)
 	log := slog.New(slog.NewJSONHandler(lf, &slog.HandlerOptions{Level: level}))
 

@@ -228,6 +228,9 @@ func TestDaemonLifecycle(t *testing.T) {
 		if !isProcessInDir(pid, "/") {
 			t.Errorf("the daemon's working directory is not /")
 		}
+		if got, ok := stderrOf(pid); ok && got != d.path(logFileName) {
+			t.Errorf("the daemon's stderr is %s, want bal.log (crash reports)", got)
+		}
 	})
 
 	t.Run("second start refused", func(t *testing.T) {
@@ -369,6 +372,9 @@ func TestDaemonLifecycle(t *testing.T) {
 		if fi, err := os.Lstat(d.path(logFileName)); err != nil || fi.Mode().Perm() != 0o640 {
 			t.Errorf("new bal.log mode %v (%v)", fi.Mode(), err)
 		}
+		if got, ok := stderrOf(pid); ok && got != d.path(logFileName) {
+			t.Errorf("after SIGUSR1 the daemon's stderr is %s, want the new bal.log", got)
+		}
 	})
 
 	t.Run("log_level applies live", func(t *testing.T) {
@@ -443,6 +449,15 @@ func isProcessInDir(pid int, dir string) bool {
 	}
 	cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid))
 	return err == nil && cwd == dir
+}
+
+// stderrOf is where pid's fd 2 points (Linux only; ok false elsewhere).
+func stderrOf(pid int) (string, bool) {
+	if runtime.GOOS != "linux" {
+		return "", false
+	}
+	p, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/2", pid))
+	return p, err == nil
 }
 
 // TestDaemonStartFails: start -d exits 1 with the daemon's reason and leaves

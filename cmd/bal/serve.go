@@ -221,6 +221,7 @@ func (in *instance) reopenLog() {
 		in.log.Error("cannot reopen the log file; still writing to the old one", "path", in.logFile.Path(), "error", err.Error())
 		return
 	}
+	_ = in.logFile.DupTo(2) // stderr follows (crash reports)
 	in.log.Info("log file reopened", "path", in.logFile.Path())
 }
 

@@ -121,3 +121,26 @@ func (l *File) Close() error {
 	l.f = nil
 	return err
 }
+
+// DupTo makes descriptor fd (2, typically) another descriptor of the
+// current file, so that what the process writes there — a Go runtime crash
+// report — lands in the log too. Call it again after Reopen.
+func (l *File) DupTo(fd int) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil {
+		return os.ErrClosed
+	}
+	raw, err := l.f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var derr error
+	if err := raw.Control(func(src uintptr) { derr = dup2(int(src), fd) }); err != nil {
+		return err
+	}
+	if derr != nil {
+		return fmt.Errorf("dup log file onto fd %d: %w", fd, derr)
+	}
+	return nil
+}

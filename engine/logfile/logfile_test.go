@@ -196,3 +196,50 @@ func TestConcurrentWritesAndReopens(t *testing.T) {
 		t.Errorf("%d lines, want %d", total, writers*lines)
 	}
 }
+
+// TestDupTo: writes to the duplicated descriptor land in the current log
+// file, and in the new one after Reopen and DupTo.
+func TestDupTo(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "bal.log")
+	l, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	// A descriptor number of our own to play the part of stderr.
+	spare, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer spare.Close()
+	fd := int(spare.Fd())
+	if err := l.DupTo(fd); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := syscall.Write(fd, []byte("panic: one\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Reopen(); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.DupTo(fd); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := syscall.Write(fd, []byte("panic: two\n")); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(path + ".1"); string(got) != "panic: one\n" {
+		t.Errorf("rotated %q", got)
+	}
+	if got, _ := os.ReadFile(path); string(got) != "panic: two\n" {
+		t.Errorf("current %q", got)
+	}
+	l.Close()
+	if err := l.DupTo(fd); !errors.Is(err, os.ErrClosed) {
+		t.Errorf("DupTo after Close: %v", err)
+	}
+}

@@ -548,11 +548,19 @@ func doctorBrief(res *doctorJSON) string {
 	}
 	switch {
 	case res.Critical > 0:
-		return fmt.Sprintf("%d critical, %d warnings: %s", res.Critical, res.Warnings, strings.Join(bad, "; "))
+		return fmt.Sprintf("%d critical, %s: %s", res.Critical, plural(res.Warnings, "warning"), strings.Join(bad, "; "))
 	case res.Warnings > 0:
-		return fmt.Sprintf("%d warnings: %s", res.Warnings, strings.Join(bad, "; "))
+		return fmt.Sprintf("%s: %s", plural(res.Warnings, "warning"), strings.Join(bad, "; "))
 	}
 	return fmt.Sprintf("%d checks passed", len(res.Checks))
+}
+
+// plural is "1 warning", "2 warnings".
+func plural(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return fmt.Sprintf("%d %ss", n, word)
 }
 
 // doctorReport is the human report: the counts, the findings (every check

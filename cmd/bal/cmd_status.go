@@ -116,7 +116,11 @@ func runStatus(e *env, o *statusOptions) int {
 
 // status builds the status document from the live daemon.
 func status(ctx context.Context, flagPath string) *statusJSON {
-	f := findInstance(ctx)
+	return statusFrom(findInstance(ctx), flagPath)
+}
+
+// statusFrom judges what findInstance found.
+func statusFrom(f *found, flagPath string) *statusJSON {
 	res := &statusJSON{Backends: []statusBackend{}, Overall: levelFailed}
 	st := f.live
 	if st == nil {

@@ -9,7 +9,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Go files that gofmt checks (not testdata, not downloaded node modules).
 GOFILES = $(shell find . -name '*.go' -not -path './.git/*' -not -path '*/testdata/*' -not -path '*/node_modules/*' -not -path './bench/.work/*')
 
-.PHONY: all help build test fmt-check vet cross lint demo clean
+.PHONY: all help build test fmt-check vet cross lint demo soak clean
 
 all: build
 
@@ -17,7 +17,8 @@ help:
 	@echo "make build   build $(BIN) (version $(VERSION))"
 	@echo "make test    gofmt check, go vet, macOS cross vet+build, go test -race ./..."
 	@echo "make lint    gofmt check, go vet, staticcheck"
-	@echo "make demo    build, start the sample backends, show bal check, stop them"
+	@echo "make demo    build, start the sample backends, send traffic through bal, stop everything"
+	@echo "make soak    long reliability tests and fuzzing (about an hour); prints test -> figure -> pass"
 	@echo "make clean   remove $(BIN)"
 
 build:
@@ -46,6 +47,11 @@ lint: fmt-check vet
 # sample/config.yaml, and stops everything it started, even on failure.
 demo: build
 	@sample/demo.sh $(BIN)
+
+# The long variants of the reliability tests (cmd/bal/reliability) and the
+# fuzz targets; prints a table of test -> figure -> pass at the end.
+soak:
+	@cmd/bal/reliability/soak.sh
 
 clean:
 	rm -rf bin

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bal-lb/bal/engine/control"
 	"github.com/bal-lb/bal/engine/enginetest"
 	"github.com/bal-lb/bal/engine/pidfile"
 )
@@ -287,6 +289,15 @@ func TestDaemonLifecycle(t *testing.T) {
 		code, stdout, _ = d.bal("status", "--brief")
 		if code != 0 || !strings.HasPrefix(stdout, fmt.Sprintf("OK running pid=%d on %s", pid, d.addr())) {
 			t.Errorf("status --brief: exit %d %q", code, stdout)
+		}
+	})
+
+	t.Run("metrics on the control socket", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		body, err := control.NewClient(d.path(sockName), 5*time.Second).Metrics(ctx)
+		if err != nil || !strings.Contains(string(body), "\nbal_connections_total ") || !strings.Contains(string(body), `bal_backend_up{backend="`+be.Addr.String()+`"} 1`) {
+			t.Errorf("GET /metrics: %v\n%s", err, body)
 		}
 	})
 

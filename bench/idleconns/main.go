@@ -79,7 +79,7 @@ func run(addr string, pid, n, warm, conc int, path string, settle time.Duration)
 	}
 	alive := 0
 	for _, c := range conns {
-		if c.roundTrip(req) == nil {
+		if c.roundTrip(req, 10*time.Second) == nil {
 			alive++
 		}
 	}
@@ -111,8 +111,8 @@ type conn struct {
 	r *bufio.Reader
 }
 
-func (c *conn) roundTrip(req []byte) error {
-	if err := c.c.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+func (c *conn) roundTrip(req []byte, timeout time.Duration) error {
+	if err := c.c.SetDeadline(time.Now().Add(timeout)); err != nil {
 		return err
 	}
 	if _, err := c.c.Write(req); err != nil {
@@ -132,9 +132,16 @@ func (c *conn) roundTrip(req []byte) error {
 	return err
 }
 
+// connTimeout bounds the connect and the first request of each connection.
+var connTimeout = 5 * time.Second
+
 // openAll opens n connections, conc at a time, each with one request. It
-// returns the connections that succeeded and the first error.
+// stops opening more after the first failure (a proxy out of descriptors
+// leaves connections in its accept queue, and waiting out each would take
+// minutes) and returns the connections that succeeded and the first error.
 func openAll(ctx context.Context, addr string, req []byte, n, conc int) ([]*conn, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	var (
 		mu       sync.Mutex
 		conns    = make([]*conn, 0, n)
@@ -143,8 +150,9 @@ func openAll(ctx context.Context, addr string, req []byte, n, conc int) ([]*conn
 		wg       sync.WaitGroup
 		sem      = make(chan struct{}, conc)
 	)
-	d := net.Dialer{Timeout: 10 * time.Second}
-	for i := 0; i < n; i++ {
+	d := net.Dialer{Timeout: connTimeout}
+	started := 0
+	for ; started < n && ctx.Err() == nil; started++ {
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
@@ -153,7 +161,7 @@ func openAll(ctx context.Context, addr string, req []byte, n, conc int) ([]*conn
 			var c *conn
 			if err == nil {
 				c = &conn{c: nc, r: bufio.NewReaderSize(nc, 4096)}
-				if err = c.roundTrip(req); err != nil {
+				if err = c.roundTrip(req, connTimeout); err != nil {
 					_ = nc.Close()
 				}
 			}
@@ -163,6 +171,7 @@ func openAll(ctx context.Context, addr string, req []byte, n, conc int) ([]*conn
 				failed++
 				if firstErr == nil {
 					firstErr = err
+					cancel()
 				}
 				return
 			}
@@ -171,7 +180,7 @@ func openAll(ctx context.Context, addr string, req []byte, n, conc int) ([]*conn
 	}
 	wg.Wait()
 	if firstErr != nil {
-		return conns, fmt.Errorf("%d of %d connections failed, first: %w", failed, n, firstErr)
+		return conns, fmt.Errorf("%d of %d connections failed and %d not tried, first: %w", failed, n, n-started, firstErr)
 	}
 	return conns, nil
 }

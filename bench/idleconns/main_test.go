@@ -1,12 +1,15 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -98,5 +101,59 @@ func TestRunAgainstHTTPServer(t *testing.T) {
 				t.Fatalf("run: %v, want error %v", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+// A proxy out of descriptors leaves connections unanswered: openAll must
+// stop after the first failure instead of waiting out every connection.
+func TestOpenAllStopsAtFirstFailure(t *testing.T) {
+	old := connTimeout
+	connTimeout = 300 * time.Millisecond
+	t.Cleanup(func() { connTimeout = old })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	const answered = 5
+	var held []net.Conn
+	var mu sync.Mutex
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			_ = c.Close()
+		}
+	})
+	go func() {
+		for i := 0; ; i++ {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+			if i < answered {
+				go func() {
+					buf := make([]byte, 512)
+					_, _ = c.Read(buf)
+					_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				}()
+			}
+		}
+	}()
+	start := time.Now()
+	conns, err := openAll(context.Background(), ln.Addr().String(), []byte("GET / HTTP/1.1\r\nHost: t\r\n\r\n"), 400, 1)
+	closeAll(conns)
+	if err == nil {
+		t.Fatal("openAll succeeded although the server stopped answering")
+	}
+	if len(conns) != answered {
+		t.Fatalf("%d connections succeeded, want %d", len(conns), answered)
+	}
+	// 395 unanswered connections one at a time would take 2 minutes.
+	if d := time.Since(start); d > 30*time.Second {
+		t.Fatalf("openAll took %v: it did not stop at the first failure", d)
 	}
 }

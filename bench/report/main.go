@@ -95,6 +95,7 @@ type metricInfo struct {
 	prec             int    // decimals shown
 	lowerBetter      bool
 	noise            bool // a measurement of the machine, not of the target
+	info             bool // shown as a value only, never as a ratio
 }
 
 // knownMetrics is the row order of the tables.
@@ -117,6 +118,7 @@ var knownMetrics = []metricInfo{
 	{workload: "idle", metric: "b_per_conn", label: "RSS bytes per idle connection", lowerBetter: true},
 	{workload: "idle", metric: "fds_per_conn", label: "fds per idle connection", prec: 2, lowerBetter: true},
 	{workload: "idle", metric: "rss_mb", label: "RSS MB with the connections open", prec: 1, lowerBetter: true},
+	{workload: "idle", metric: "held", label: "connections held", info: true},
 	{workload: "startup", metric: "ms", label: "ms from spawn to first response", prec: 1, lowerBetter: true},
 }
 
@@ -355,7 +357,7 @@ func (d *data) writeMarkdown(w io.Writer) error {
 		b.WriteString("above 1 is better for requests/s and MB/s, below 1 for everything else)\n\n")
 		header("figure", cols)
 		for _, m := range d.metrics {
-			if m.noise {
+			if m.noise || m.info {
 				continue
 			}
 			if _, n := d.median(key{m.workload, ref, m.metric}); n == 0 {

@@ -101,8 +101,5 @@ func waitGone(pid int, timeout time.Duration) bool {
 	}
 }
 
-// gone reports that pid no longer runs: no such process, or a zombie (it
-// exited; its parent has not collected it yet).
-func gone(pid int) bool {
-	return !pidfile.Alive(pid) || isZombie(pid)
-}
+// gone reports that pid no longer runs (a zombie counts as gone).
+func gone(pid int) bool { return !pidfile.Alive(pid) }

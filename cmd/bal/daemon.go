@@ -51,7 +51,7 @@ func startDaemon(e *env, flagPath string) int {
 		return fail("%v", err)
 	}
 	pidPath := filepath.Join(home, pidFileName)
-	if pid, err := livePID(pidPath); err == nil {
+	if pid, err := pidfile.Running(pidPath); err == nil {
 		return fail("%v (PID %d, pid file %s); stop it first with 'bal stop'", pidfile.ErrRunning, pid, pidPath)
 	}
 	exe, err := os.Executable()

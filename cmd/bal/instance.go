@@ -46,7 +46,7 @@ func findInstance(ctx context.Context) *found {
 	ctx, cancel := context.WithTimeout(ctx, controlTimeout)
 	defer cancel()
 	f.live, f.liveErr = control.NewClient(f.sockPath, controlTimeout).Status(ctx)
-	filePID, perr := livePID(f.pidPath)
+	filePID, perr := pidfile.Running(f.pidPath)
 	switch {
 	case f.live != nil:
 		f.pid = f.live.PID
@@ -69,14 +69,4 @@ func (f *found) notRunningReason() string {
 		return f.liveErr.Error()
 	}
 	return pidfile.ErrNotRunning.Error()
-}
-
-// livePID is pidfile.Running, except that a zombie (a bal that has exited
-// and waits for its parent to collect it) does not count as running.
-func livePID(path string) (int, error) {
-	pid, err := pidfile.Running(path)
-	if err == nil && isZombie(pid) {
-		return pid, fmt.Errorf("%w (stale pid file: PID %d has exited)", pidfile.ErrNotRunning, pid)
-	}
-	return pid, err
 }

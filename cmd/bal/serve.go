@@ -107,10 +107,6 @@ func (in *instance) run() (int, error) {
 		return exitFail, err
 	}
 	pidPath := filepath.Join(in.home, pidFileName)
-	if old, err := livePID(pidPath); old != 0 && err != nil && isZombie(old) {
-		// pidfile counts an exited but uncollected bal as running.
-		_ = os.Remove(pidPath)
-	}
 	pid, err := pidfile.Acquire(pidPath)
 	if err != nil {
 		return exitFail, err

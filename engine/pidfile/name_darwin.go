@@ -19,3 +19,14 @@ func processName(pid int) (string, error) {
 	}
 	return string(s), nil
 }
+
+// isZombie reports whether pid has exited and waits to be reaped by its
+// parent.
+func isZombie(pid int) bool {
+	kp, err := unix.SysctlKinfoProc("kern.proc.pid", pid)
+	if err != nil {
+		return false
+	}
+	const szomb = 5 // SZOMB in <sys/proc.h>
+	return kp.Proc.P_stat == szomb
+}

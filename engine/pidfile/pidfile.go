@@ -57,7 +57,7 @@ func Acquire(path string) (*File, error) {
 		switch {
 		case errors.Is(err, ErrUnsafe):
 			return nil, err
-		case err == nil && other != pid && IsBal(other):
+		case err == nil && other != pid && Alive(other) && IsBal(other):
 			return nil, fmt.Errorf("%w (PID %d, pid file %s)", ErrRunning, other, path)
 		}
 		// Stale: a dead PID, a PID that is not bal, or garbage. Unlink
@@ -121,10 +121,11 @@ func Running(path string) (int, error) {
 	return pid, nil
 }
 
-// Alive reports whether a process with this PID exists.
+// Alive reports whether a process with this PID exists and has not exited:
+// a zombie (exited, waiting for its parent to collect it) is not alive.
 func Alive(pid int) bool {
 	err := syscall.Kill(pid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
+	return (err == nil || errors.Is(err, syscall.EPERM)) && !isZombie(pid)
 }
 
 // IsBal reports whether the live process pid runs the same executable as

@@ -13,6 +13,9 @@ import (
 // TestMain lets the test binary act as a long-lived "bal" process: a child
 // started with PIDFILE_TEST_SLEEP runs the same executable as the test.
 func TestMain(m *testing.M) {
+	if os.Getenv("PIDFILE_TEST_EXIT") != "" {
+		os.Exit(0)
+	}
 	if os.Getenv("PIDFILE_TEST_SLEEP") != "" {
 		time.Sleep(30 * time.Second)
 		os.Exit(0)
@@ -168,4 +171,36 @@ func TestRunning(t *testing.T) {
 	if _, err := Running(p); !errors.Is(err, ErrNotRunning) {
 		t.Fatalf("dead pid: %v", err)
 	}
+}
+
+// TestZombieIsNotRunning: a bal that exited but was not collected yet (a
+// zombie) does not hold the pid file. The child runs this test binary, so it
+// counts as "bal" by name.
+func TestZombieIsNotRunning(t *testing.T) {
+	self, _ := os.Executable()
+	cmd := exec.Command(self)
+	cmd.Env = append(os.Environ(), "PIDFILE_TEST_EXIT=1")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	pid := cmd.Process.Pid
+	for deadline := time.Now().Add(5 * time.Second); !isZombie(pid); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("child never became a zombie")
+		}
+	}
+	if Alive(pid) {
+		t.Fatal("Alive(zombie) = true")
+	}
+	path := filepath.Join(t.TempDir(), "bal.pid")
+	write(t, path, strconv.Itoa(pid))
+	if _, err := Running(path); !errors.Is(err, ErrNotRunning) {
+		t.Fatalf("Running with a zombie's pid: %v", err)
+	}
+	f, err := Acquire(path)
+	if err != nil {
+		t.Fatalf("Acquire over a zombie's pid file: %v", err)
+	}
+	f.Remove()
 }

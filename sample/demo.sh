@@ -2,8 +2,7 @@
 # make demo: start the two sample backends, check sample/config.yaml, start
 # bal as a daemon, send requests through it (round robin alternates the
 # backends), show status and doctor, and stop everything this script started,
-# even when a
-# step fails. Usage: sample/demo.sh path/to/bal
+# even when a step fails. Usage: sample/demo.sh path/to/bal
 set -euo pipefail
 
 bal="$(cd "$(dirname "${1:?usage: sample/demo.sh path/to/bal}")" && pwd)/$(basename "$1")"

@@ -1,0 +1,9 @@
+package datapath
+
+import (
+	"testing"
+
+	"github.com/bal-lb/bal/cmd/bal/internal/baltest"
+)
+
+func TestMain(m *testing.M) { baltest.Main(m) }

@@ -3,8 +3,8 @@ package datapath
 import (
 	"crypto/sha256"
 	"errors"
-	"hash"
 	"fmt"
+	"hash"
 	"io"
 	"net"
 	"os"

@@ -1,3 +1,5 @@
+//go:build linux
+
 package baltest
 
 import (
@@ -30,48 +32,49 @@ func NameEcho(name string) func(*net.TCPConn) {
 
 // TCP states of tcp_info (include/net/tcp_states.h).
 const (
-	tcpEstablished = 1
-	tcpClose       = 7
-	tcpCloseWait   = 8
+	tcpClose     = 7
+	tcpCloseWait = 8
 )
 
 // TCPState returns the kernel's TCP state of c (1 established, 7 closed
-// (reset), 8 close-wait (peer sent FIN), ...) without reading from it.
-func TCPState(c *net.TCPConn) (uint8, error) {
+// (reset), 8 close-wait (peer sent FIN), ...) and the bytes waiting in its
+// receive queue, without reading from it.
+func TCPState(c *net.TCPConn) (state uint8, unread int, err error) {
 	rc, err := c.SyscallConn()
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	var st uint8
 	var gerr error
 	if err := rc.Control(func(fd uintptr) {
 		var info *unix.TCPInfo
-		info, gerr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
-		if gerr == nil {
-			st = info.State
+		if info, gerr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); gerr != nil {
+			return
 		}
+		state = info.State
+		unread, gerr = unix.IoctlGetInt(int(fd), unix.SIOCINQ)
 	}); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return st, gerr
+	return state, unread, gerr
 }
 
 // Hang is a handler for a backend that accepts and then never reads, writes
 // or closes on its own (hivecommons/hive#3872): it only watches the socket's
 // TCP state (no read) and returns — the backend then closes — once the peer
-// (bal) closed or reset it, reporting when that was seen. It also returns
-// when the backend is killed.
-func Hang(closed func(accepted, seen time.Time)) func(*net.TCPConn) {
+// (bal) closed or reset it, reporting when that was seen and how many bytes
+// it had been sent (and never read): 0 for a health check's bare connect.
+// It also returns when the backend is killed.
+func Hang(closed func(accepted, seen time.Time, unread int)) func(*net.TCPConn) {
 	return func(c *net.TCPConn) {
 		accepted := time.Now()
 		for {
-			st, err := TCPState(c)
+			st, unread, err := TCPState(c)
 			if err != nil {
 				return // closed by Kill
 			}
 			if st == tcpCloseWait || st == tcpClose {
 				if closed != nil {
-					closed(accepted, time.Now())
+					closed(accepted, time.Now(), unread)
 				}
 				return
 			}

@@ -27,6 +27,7 @@ type Load struct {
 	rate    int
 	dial    func(addr string, timeout time.Duration) (net.Conn, error)
 	timeout time.Duration
+	hello   string
 
 	stop chan struct{}
 	done chan struct{}
@@ -42,6 +43,7 @@ type LoadOptions struct {
 	Timeout time.Duration                                              // per connection, connect and read; default 3 s
 	Dial    func(addr string, timeout time.Duration) (net.Conn, error) // default net.DialTimeout over tcp
 	MaxOpen int                                                        // connections in flight at most; default 256
+	Hello   string                                                     // written right after connecting (optional)
 }
 
 // StartLoad starts the load against addr; the cleanup stops it.
@@ -59,7 +61,7 @@ func StartLoad(t testing.TB, addr string, o LoadOptions) *Load {
 	if o.MaxOpen <= 0 {
 		o.MaxOpen = 256
 	}
-	l := &Load{addr: addr, rate: o.Rate, dial: o.Dial, timeout: o.Timeout, stop: make(chan struct{}), done: make(chan struct{})}
+	l := &Load{addr: addr, rate: o.Rate, dial: o.Dial, timeout: o.Timeout, hello: o.Hello, stop: make(chan struct{}), done: make(chan struct{})}
 	sem := make(chan struct{}, o.MaxOpen)
 	go func() {
 		defer close(l.done)
@@ -126,6 +128,12 @@ func (l *Load) one() Outcome {
 	}
 	defer c.Close()
 	_ = c.SetDeadline(o.Start.Add(l.timeout))
+	if l.hello != "" {
+		if _, err := io.WriteString(c, l.hello); err != nil {
+			o.Took, o.Err = time.Since(o.Start), err
+			return o
+		}
+	}
 	o.Name, o.Err = ReadName(c)
 	o.Took = time.Since(o.Start)
 	return o

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"runtime"
 	"sync"
 	"syscall"
@@ -35,21 +36,68 @@ func init() {
 // spliceCopier hands both bare *net.TCPConn values to the runtime, which
 // moves the bytes with splice(2) on Linux (through a LimitedReader, which
 // keeps splice on).
+//
+// The runtime's splice takes a pipe (two descriptors) from its pool before
+// it waits for the source, and holds it while blocked: an idle connection
+// would pin two pipes, six descriptors in all, and a burst of idle
+// connections would leave hundreds of pooled pipes open until the garbage
+// collector frees them. So a direction whose source looked drained first
+// waits for it to become readable (data, EOF or an error) without a pipe,
+// and only then splices; a pipe is held only while bytes are moving.
 type spliceCopier struct{}
 
 type spliceStep struct {
-	dst *net.TCPConn
-	lr  io.LimitedReader
+	dst     *net.TCPConn
+	lr      io.LimitedReader
+	raw     syscall.RawConn
+	rawErr  error
+	drained bool // the last chunk was short: src is probably empty
 }
 
 func (spliceCopier) newDirection(dst, src *net.TCPConn) stepper {
-	return &spliceStep{dst: dst, lr: io.LimitedReader{R: src}}
+	raw, err := src.SyscallConn()
+	return &spliceStep{dst: dst, lr: io.LimitedReader{R: src}, raw: raw, rawErr: err, drained: true}
 }
 
 func (s *spliceStep) chunk() (int64, bool, error) {
+	if s.drained {
+		if err := s.waitReadable(); err != nil {
+			return 0, false, err
+		}
+	}
 	s.lr.N = chunkSize
 	n, err := s.dst.ReadFrom(&s.lr)
+	s.drained = s.lr.N > 0
 	return n, err == nil && s.lr.N > 0, err
+}
+
+// waitReadable blocks until src has data, EOF or an error pending, or its
+// read deadline (the idle timeout) passes, without taking data. A pending
+// error is returned: peeking consumed it (the socket reports an error once),
+// so splice would see a clean EOF instead of the reset.
+func (s *spliceStep) waitReadable() error {
+	if s.rawErr != nil {
+		return s.rawErr
+	}
+	var peek [1]byte
+	var perr error
+	err := s.raw.Read(func(fd uintptr) bool {
+		for {
+			_, _, err := syscall.Recvfrom(int(fd), peek[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+			switch err {
+			case syscall.EINTR:
+				continue
+			case syscall.EAGAIN:
+				return false // wait for readability
+			}
+			perr = err // nil: data or EOF, which splice will see
+			return true
+		}
+	})
+	if err == nil && perr != nil {
+		err = &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("recvfrom", perr)}
+	}
+	return err
 }
 
 // bufferCopier reads into a pooled buffer taken only once the socket is

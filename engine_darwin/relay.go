@@ -32,6 +32,7 @@ type pair struct {
 	lastActive atomic.Int64
 	armedUntil atomic.Int64
 	strike     atomic.Bool
+	copying    atomic.Int32 // directions still copying (2, then 1 after a half-close)
 
 	mu      sync.Mutex
 	backend *net.TCPConn
@@ -98,6 +99,7 @@ func (p *pair) run() {
 		}
 	}
 	p.touch()
+	p.copying.Store(2)
 	done := make(chan struct{})
 	go func() {
 		p.direction(backend, p.client, true)
@@ -192,12 +194,16 @@ func (p *pair) arm(base int64) {
 // idleExpired is called when a read deadline fired with nothing moved. The
 // other direction may have bytes in flight it has not reported yet, so the
 // first strike only waits a short grace; a second strike with still no
-// activity means the pair really is idle.
+// activity means the pair really is idle. After a half-close only the
+// caller's direction is left, so there is nothing unreported to wait for.
 func (p *pair) idleExpired(src *net.TCPConn) bool {
 	now := p.now()
 	if now-p.lastActive.Load() < int64(p.idle) {
 		p.arm(p.lastActive.Load())
 		return false
+	}
+	if p.copying.Load() <= 1 {
+		return true
 	}
 	if p.strike.CompareAndSwap(false, true) {
 		_ = src.SetReadDeadline(time.Now().Add(p.grace))
@@ -224,6 +230,7 @@ func (p *pair) direction(dst, src *net.TCPConn, fromClient bool) {
 		switch {
 		case err == nil && eof:
 			_ = dst.CloseWrite()
+			p.copying.Add(-1)
 			return
 		case err == nil:
 		case errors.Is(err, os.ErrDeadlineExceeded):

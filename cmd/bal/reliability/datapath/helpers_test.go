@@ -265,6 +265,48 @@ func waitActive(p *baltest.Proc, want int, timeout time.Duration) (int, bool) {
 	}
 }
 
+// warmUp runs n proxied connections at once through a few rounds of small
+// writes both ways, closes them and returns bal's descriptor count once they
+// are gone: the baseline "after warm-up" of the research, with the engines'
+// pipe pools holding what n concurrent relays use.
+func warmUp(t *testing.T, r *rig, n int) int {
+	t.Helper()
+	type pr struct{ c, b *net.TCPConn }
+	ps := make([]pr, n)
+	for i := range ps {
+		ps[i].c, ps[i].b = r.mustPipe()
+	}
+	var wg sync.WaitGroup
+	for round := range 3 {
+		for _, p := range ps {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_ = p.c.SetDeadline(time.Now().Add(10 * time.Second))
+				_ = p.b.SetDeadline(time.Now().Add(10 * time.Second))
+				one := []byte{byte(round)}
+				if _, err := p.c.Write(one); err == nil {
+					_, _ = io.ReadFull(p.b, one)
+				}
+				if _, err := p.b.Write(one); err == nil {
+					_, _ = io.ReadFull(p.c, one)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	for _, p := range ps {
+		p.c.Close()
+		p.b.Close()
+	}
+	r.forget()
+	if n, ok := waitActive(r.bal, 0, 10*time.Second); !ok {
+		t.Fatalf("warm-up: %d connections still active", n)
+	}
+	time.Sleep(200 * time.Millisecond)
+	return r.bal.FDs()
+}
+
 // forEngine runs fn as one subtest per engine, in parallel.
 func forEngine(t *testing.T, fn func(t *testing.T, eng string)) {
 	for _, eng := range baltest.Engines() {

@@ -21,11 +21,13 @@ WARMUP=1       # seconds of unmeasured load before each wrk run
 REPS=3
 IDLE_N=5000    # idle connections held through the proxy
 STARTS=5       # spawns per start-up measurement (median)
+QUIET=2        # seconds to wait at most, before each run, for the machine to be quiet
 OUTDIR=bench/results
 INSTALL=1
 BAL=${BAL:-bin/bal}
 LOAD_CPU=0     # wrk, the nginx backend and the helpers
 PROXY_CPU=1    # the proxy under test
+BAL_PROCS=${BAL_GOMAXPROCS:-1}  # GOMAXPROCS for bal (1: one event loop on its one core)
 
 usage() {
 	cat <<EOF
@@ -38,6 +40,8 @@ Usage: bench/run.sh [options]
   -r N      repetitions (default: $REPS)
   -n N      idle connections for the idle workload (default: $IDLE_N)
   -s N      spawns per start-up measurement (default: $STARTS)
+  -q SEC    before each run, wait up to SEC for other load to drop below
+            15 % of the machine (default: $QUIET; 0: do not wait)
   -o DIR    results directory (default: $OUTDIR)
   -I        do not install missing tools (fail instead)
   -h        this help
@@ -49,11 +53,12 @@ the run. Workloads: ka64, ka256 (keep-alive, 128-byte responses, wrk -c64 or
 -c256), close (a new connection per request), bulk (10 MiB responses, wrk
 -c8), idle (RSS and fds per idle proxied connection), startup (spawn to first
 response). Environment: BAL (default bin/bal, built when missing),
-KEEP_WORK=1 keeps bench/.work/run.* after a successful run.
+BAL_GOMAXPROCS (default 1; bal stays pinned to one CPU), KEEP_WORK=1 keeps
+bench/.work/run.* after a successful run.
 EOF
 }
 
-while getopts "t:w:d:W:r:n:s:o:Ih" opt; do
+while getopts "t:w:d:W:r:n:s:q:o:Ih" opt; do
 	case $opt in
 	t) TARGETS=$OPTARG ;;
 	w) WORKLOADS=$OPTARG ;;
@@ -62,6 +67,7 @@ while getopts "t:w:d:W:r:n:s:o:Ih" opt; do
 	r) REPS=$OPTARG ;;
 	n) IDLE_N=$OPTARG ;;
 	s) STARTS=$OPTARG ;;
+	q) QUIET=$OPTARG ;;
 	o) OUTDIR=$OPTARG ;;
 	I) INSTALL=0 ;;
 	h) usage; exit 0 ;;
@@ -83,7 +89,7 @@ check_list() {
 }
 check_list target "$TARGETS" "$ALL_TARGETS"
 check_list workload "$WORKLOADS" "$ALL_WORKLOADS"
-for n in "$DURATION" "$WARMUP" "$REPS" "$IDLE_N" "$STARTS"; do
+for n in "$DURATION" "$WARMUP" "$REPS" "$IDLE_N" "$STARTS" "$QUIET"; do
 	[[ $n =~ ^[0-9]+$ ]] || die "not a whole number: $n"
 done
 ((DURATION > 0 && REPS > 0 && IDLE_N > 0 && STARTS > 0)) || die "-d, -r, -n and -s must be > 0"
@@ -362,11 +368,12 @@ EOF
 }
 
 # proxy_cmd TARGET: the command line that runs the target's proxy pinned to
-# PROXY_CPU, in CMD. bal runs with GOMAXPROCS=1 (so one gnet event loop).
+# PROXY_CPU, in CMD. bal runs with GOMAXPROCS=$BAL_PROCS (1: one gnet event
+# loop and one data loop).
 proxy_cmd() {
 	local t=$1 d=$WORK/$1
 	case $t in
-	bal-gnet | bal-std) CMD=(env BAL_HOME="$d" GOMAXPROCS=1 taskset -c "$PROXY_CPU" "$BAL" start -c "$d/config.yaml") ;;
+	bal-gnet | bal-std) CMD=(env BAL_HOME="$d" GOMAXPROCS="$BAL_PROCS" taskset -c "$PROXY_CPU" "$BAL" start -c "$d/config.yaml") ;;
 	haproxy | haproxy-splice) CMD=(taskset -c "$PROXY_CPU" haproxy -db -f "$d/haproxy.cfg") ;;
 	nginx) CMD=(taskset -c "$PROXY_CPU" nginx -p "$d" -c "$d/nginx.conf" -e "$d/error.log") ;;
 	esac
@@ -416,6 +423,26 @@ child_ticks() {
 }
 
 now_ns() { date +%s%N; }
+
+# wait_quiet: up to QUIET seconds until the machine's busy time over half a
+# second is below 15 % (other sessions' tests on a shared VM); counts the
+# runs that started without it in NOISY.
+NOISY=0
+wait_quiet() {
+	((QUIET > 0)) || return 0
+	local until=$(($(date +%s) + QUIET)) g0 g1
+	while :; do
+		g0=$(busy_ticks)
+		sleep 0.5
+		g1=$(busy_ticks)
+		# (g1-g0) / (CLK_TCK * NCPU * 0.5) < 15 %
+		(((g1 - g0) * 200 < 15 * CLK_TCK * NCPU)) && return 0
+		if (($(date +%s) >= until)); then
+			NOISY=$((NOISY + 1))
+			return 0
+		fi
+	done
+}
 
 # emit REP WORKLOAD TARGET METRIC VALUE: one raw row.
 emit() { echo "$1,$2,$3,$4,$5" >>"$RAW"; }
@@ -604,6 +631,7 @@ for ((rep = 1; rep <= REPS; rep++)); do
 			[[ $t == direct && ($w == idle || $w == startup) ]] && continue
 			i=$((i + 1))
 			say "run $i/$total: repetition $rep of $REPS, $w, $t"
+			wait_quiet
 			case $w in
 			idle) run_idle "$rep" "$t" ;;
 			startup) run_startup "$rep" "$t" ;;
@@ -629,8 +657,8 @@ MINUTES=$(awk -v ns="$(($(now_ns) - START_NS))" 'BEGIN { printf "%.1f", ns / 6e1
 	echo
 	echo "- Machine: $(nproc) vCPU ($(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)), $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r)."
 	echo "- Software: $("$BAL" --version 2>&1 | head -n 1), $(haproxy -v 2>&1 | head -n 1 | cut -d' ' -f1-3), $(nginx -v 2>&1 | sed 's/.*: //'), $(wrk -v 2>&1 | head -n 1 | cut -d' ' -f1-2), $(go version | cut -d' ' -f3)."
-	echo "- Run: \`bench/run.sh -t $TARGETS -w $WORKLOADS -d $DURATION -W $WARMUP -r $REPS -n $IDLE_N -s $STARTS\`, $MINUTES min; load average $LOAD_START at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end."
-	echo "- Method: loopback; wrk -t1 and the backend nginx (1 worker, two ports: the two backends) pinned to CPU $LOAD_CPU, the proxy pinned to CPU $PROXY_CPU (bal with GOMAXPROCS=1, i.e. one gnet event loop; HAProxy nbthread 1; nginx 1 worker). Each proxy balances round robin over both backends; direct is wrk straight to one backend. Targets interleaved within each workload and repetition, each proxy started fresh per run; ${WARMUP} s warm-up then ${DURATION} s measured. Proxy CPU is utime+stime from /proc/<pid>/stat of the proxy and its children. Ratios are taken within one repetition, then the median. Idle: $IDLE_N connections, one request each, held; (RSS, fds after) − (after a 200-connection warm-up). Start-up: spawn to first proxied 200 answer, median of $STARTS spawns."
+	echo "- Run: \`bench/run.sh -t $TARGETS -w $WORKLOADS -d $DURATION -W $WARMUP -r $REPS -n $IDLE_N -s $STARTS -q $QUIET\`, $MINUTES min; $NOISY of $total runs started without a quiet machine (other load ≥ 15 % after waiting $QUIET s); load average $LOAD_START at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end."
+	echo "- Method: loopback; wrk -t1 and the backend nginx (1 worker, two ports: the two backends) pinned to CPU $LOAD_CPU, the proxy pinned to CPU $PROXY_CPU (bal with GOMAXPROCS=$BAL_PROCS, i.e. $BAL_PROCS gnet event loop(s); HAProxy nbthread 1; nginx 1 worker). Each proxy balances round robin over both backends; direct is wrk straight to one backend. Targets interleaved within each workload and repetition, each proxy started fresh per run; ${WARMUP} s warm-up then ${DURATION} s measured. Proxy CPU is utime+stime from /proc/<pid>/stat of the proxy and its children. Ratios are taken within one repetition, then the median. Idle: $IDLE_N connections, one request each, held; (RSS, fds after) − (after a 200-connection warm-up). Start-up: spawn to first proxied 200 answer, median of $STARTS spawns."
 	echo
 	cat "$WORK/tables.md"
 	if [[ -s $WORK/errors.txt ]]; then

@@ -1,0 +1,86 @@
+package lifecycle_test
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bal-lb/bal/cmd/bal/internal/baltest"
+)
+
+func TestMain(m *testing.M) {
+	helperMain() // this binary doubles as a client run as another user
+	baltest.Main(m)
+}
+
+// soak reports whether the long variants were asked for (without skipping).
+func soak() bool { return os.Getenv(baltest.SoakEnv) != "" }
+
+// pick returns fast or long depending on soak().
+func pick[T any](fast, long T) T {
+	if soak() {
+		return long
+	}
+	return fast
+}
+
+// variant names the run in figures.
+func variant() string { return pick("fast", "soak") }
+
+// quietRuntime is a runtime block with slow, quiet health checks (the
+// tests here are about lifecycle, not health), plus extra lines.
+func quietRuntime(extra ...string) []string {
+	return append([]string{
+		"health_check_interval_ms: 1000",
+		"health_check_timeout_ms: 500",
+		"backend_connect_timeout_ms: 1000",
+	}, extra...)
+}
+
+// num reads a JSON number field (0 when absent).
+func num(m map[string]any, keys ...string) float64 {
+	var v any = m
+	for _, k := range keys {
+		mm, _ := v.(map[string]any)
+		v = mm[k]
+	}
+	f, _ := v.(float64)
+	return f
+}
+
+// field reads a nested JSON field.
+func field(m map[string]any, keys ...string) any {
+	var v any = m
+	for _, k := range keys {
+		mm, _ := v.(map[string]any)
+		v = mm[k]
+	}
+	return v
+}
+
+// ms formats a duration in milliseconds.
+func ms(d time.Duration) string { return fmt.Sprintf("%d ms", d.Milliseconds()) }
+
+// clip shortens s for a message.
+func clip(s string) string {
+	s = strings.TrimSpace(s)
+	if len(s) > 300 {
+		return s[:300] + "..."
+	}
+	return s
+}
+
+// waitFDs polls bal's fd count until it is within slack of want or timeout
+// passes, and returns the last count.
+func waitFDs(p *baltest.Proc, want, slack int, timeout time.Duration) int {
+	deadline := time.Now().Add(timeout)
+	for {
+		n := p.FDs()
+		if n >= want-slack && n <= want+slack || time.Now().After(deadline) {
+			return n
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

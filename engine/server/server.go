@@ -81,6 +81,11 @@ type Server struct {
 	tunables *engine.TunableStore
 	started  time.Time
 
+	// reloadMu serialises whole reloads, from reading the file to the
+	// swap: a reload that read the file earlier never lands after one
+	// that read it later (SIGHUP and the control socket's POST /reload
+	// run concurrently).
+	reloadMu sync.Mutex
 	// mu serialises Start, Reload and Shutdown, and guards the fields below.
 	mu       sync.Mutex
 	snap     *config.Snapshot
@@ -336,13 +341,17 @@ func (s *Server) Snapshot() *config.Snapshot {
 }
 
 // ReloadFile re-reads the file the server was started with and applies it.
+// Concurrent calls run one after the other, each reading the file when its
+// turn comes.
 func (s *Server) ReloadFile(ctx context.Context) (*ReloadResult, error) {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
 	path := s.Snapshot().Path
 	next, err := config.Load(path)
 	if err != nil {
 		return s.reject(fmt.Errorf("%w: %w", ErrReloadRejected, err))
 	}
-	return s.Reload(ctx, next)
+	return s.reload(ctx, next)
 }
 
 func (s *Server) reject(err error) (*ReloadResult, error) {
@@ -358,6 +367,13 @@ func (s *Server) reject(err error) (*ReloadResult, error) {
 // Reload applies next live (SPEC §3.6). On any error nothing changes and the
 // error wraps ErrReloadRejected.
 func (s *Server) Reload(ctx context.Context, next *config.Snapshot) (*ReloadResult, error) {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	return s.reload(ctx, next)
+}
+
+// reload is Reload with reloadMu held.
+func (s *Server) reload(ctx context.Context, next *config.Snapshot) (*ReloadResult, error) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()

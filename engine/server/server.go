@@ -401,6 +401,9 @@ func (s *Server) reload(ctx context.Context, next *config.Snapshot) (*ReloadResu
 				break
 			}
 			fresh, err = s.startEngine(ctx, factory, name, addr, next.Runtime.TCPBacklog)
+			if errors.Is(err, engine.ErrAddrInUse) && overlaps(want, cur.addr) {
+				err = fmt.Errorf("listen %s: %w: it overlaps bal's own listener on %s, and a reload binds the new address before it closes the old one; change the port too, or restart bal", want, engine.ErrAddrInUse, cur.addr)
+			}
 		case next.Runtime.TCPBacklog != cur.backlog:
 			err = setBacklog(cur.eng, next.Runtime.TCPBacklog)
 			if err == nil {
@@ -445,6 +448,12 @@ func (s *Server) reload(ctx context.Context, next *config.Snapshot) (*ReloadResu
 		s.log.Info("config change", "change", c)
 	}
 	return r, nil
+}
+
+// overlaps reports whether binding a while b is bound must fail whatever
+// holds b: the same port, and one of them is a wildcard address.
+func overlaps(a, b netip.AddrPort) bool {
+	return a.Port() == b.Port() && (a.Addr().IsUnspecified() || b.Addr().IsUnspecified())
 }
 
 // backlogSetter is implemented by engines that can change the listen(2)

@@ -37,67 +37,73 @@ func init() {
 // moves the bytes with splice(2) on Linux (through a LimitedReader, which
 // keeps splice on).
 //
-// The runtime's splice takes a pipe (two descriptors) from its pool before
-// it waits for the source, and holds it while blocked: an idle connection
-// would pin two pipes, six descriptors in all, and a burst of idle
-// connections would leave hundreds of pooled pipes open until the garbage
-// collector frees them. So a direction whose source looked drained first
-// waits for it to become readable (data, EOF or an error) without a pipe,
-// and only then splices; a pipe is held only while bytes are moving.
+// The runtime's splice takes a pipe (two descriptors) from its pool and
+// keeps splicing until the LimitedReader's N bytes moved or EOF, waiting for
+// the source with the pipe held. With a fixed N every connection that moved
+// fewer bytes than N would sit on one pipe per direction (six descriptors
+// per connection, and a pool of hundreds of pipes left open after a burst
+// until the garbage collector frees them), and its progress would only be
+// reported when N was reached. So each step first waits for the source
+// without a pipe, then asks for exactly the bytes already queued on it
+// (capped at chunkSize): the splice never waits for the source, a pipe is
+// held only while those bytes move, and progress is seen at once.
 type spliceCopier struct{}
 
 type spliceStep struct {
-	dst     *net.TCPConn
-	lr      io.LimitedReader
-	raw     syscall.RawConn
-	rawErr  error
-	drained bool // the last chunk was short: src is probably empty
+	dst    *net.TCPConn
+	lr     io.LimitedReader
+	raw    syscall.RawConn
+	rawErr error
 }
 
 func (spliceCopier) newDirection(dst, src *net.TCPConn) stepper {
 	raw, err := src.SyscallConn()
-	return &spliceStep{dst: dst, lr: io.LimitedReader{R: src}, raw: raw, rawErr: err, drained: true}
+	return &spliceStep{dst: dst, lr: io.LimitedReader{R: src}, raw: raw, rawErr: err}
 }
 
 func (s *spliceStep) chunk() (int64, bool, error) {
-	if s.drained {
-		if err := s.waitReadable(); err != nil {
-			return 0, false, err
-		}
+	queued, err := s.pending()
+	if err != nil {
+		return 0, false, err
 	}
-	s.lr.N = chunkSize
+	// 0 queued means EOF: ask for one byte so that ReadFrom reports it.
+	s.lr.N = int64(min(max(queued, 1), chunkSize))
 	n, err := s.dst.ReadFrom(&s.lr)
-	s.drained = s.lr.N > 0
 	return n, err == nil && s.lr.N > 0, err
 }
 
-// waitReadable blocks until src has data, EOF or an error pending, or its
-// read deadline (the idle timeout) passes, without taking data. A pending
-// error is returned: peeking consumed it (the socket reports an error once),
-// so splice would see a clean EOF instead of the reset.
-func (s *spliceStep) waitReadable() error {
+// pending blocks until src has data, EOF or an error, or its read deadline
+// (the idle timeout) passes, and returns how many bytes are queued (0 at
+// EOF) without taking any. A pending socket error is returned: peeking
+// consumed it (a socket reports an error once), so splice would see a clean
+// EOF instead of the reset.
+func (s *spliceStep) pending() (int, error) {
 	if s.rawErr != nil {
-		return s.rawErr
+		return 0, s.rawErr
 	}
 	var peek [1]byte
+	var queued int
 	var perr error
 	err := s.raw.Read(func(fd uintptr) bool {
 		for {
-			_, _, err := syscall.Recvfrom(int(fd), peek[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-			switch err {
-			case syscall.EINTR:
+			n, _, err := syscall.Recvfrom(int(fd), peek[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+			switch {
+			case err == syscall.EINTR:
 				continue
-			case syscall.EAGAIN:
+			case err == syscall.EAGAIN:
 				return false // wait for readability
+			case err != nil:
+				perr = err
+			case n > 0:
+				queued = max(inQueue(int(fd)), 1)
 			}
-			perr = err // nil: data or EOF, which splice will see
 			return true
 		}
 	})
 	if err == nil && perr != nil {
 		err = &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("recvfrom", perr)}
 	}
-	return err
+	return queued, err
 }
 
 // bufferCopier reads into a pooled buffer taken only once the socket is

@@ -81,11 +81,15 @@ func (p *pair) run() {
 
 	backend, target, err := p.connect(t)
 	if err != nil {
-		reason := engine.CloseNoBackend
-		if !errors.Is(err, engine.ErrNoBackend) {
+		reason, rst := engine.CloseNoBackend, false
+		switch {
+		case localFailure(err):
+			// Out of descriptors here: reset the client like a refusal.
+			reason, rst = engine.CloseError, true
+		case !errors.Is(err, engine.ErrNoBackend):
 			reason = engine.CloseDrained
 		}
-		p.abort(reason, false)
+		p.abort(reason, rst)
 		p.report()
 		return
 	}
@@ -148,6 +152,13 @@ func (p *pair) connect(t *engine.Tunables) (*net.TCPConn, engine.Target, error) 
 			err = fmt.Errorf("%w: %w", engine.ErrConnectTimeout, err)
 		}
 		p.e.policy.DialResult(p.ci, target, err, time.Since(began))
+		if localFailure(err) {
+			// bal itself is out of descriptors: every other backend would
+			// fail the same way, and a client that "exhausted every
+			// backend" would wrongly count as the backends' fault
+			// (protection mode). Give up on this connection only.
+			return nil, engine.Target{}, err
+		}
 		if err != nil {
 			continue
 		}
@@ -243,6 +254,12 @@ func (p *pair) direction(dst, src *net.TCPConn, fromClient bool) {
 			return
 		}
 	}
+}
+
+// localFailure reports errors caused by this process's own descriptor
+// limits (the policy does not blame a backend for them either).
+func localFailure(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)
 }
 
 // resetReason guesses which side failed: EPIPE comes from writing to the

@@ -2,6 +2,7 @@ package datapath
 
 import (
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash"
@@ -419,3 +420,6 @@ type hasher struct{ h hash.Hash }
 func newHasher() hasher            { return hasher{sha256.New()} }
 func (h hasher) Write(p []byte)    { h.h.Write(p) }
 func (h hasher) sum() (s [32]byte) { copy(s[:], h.h.Sum(nil)); return s }
+
+// jsonUnmarshal decodes s into v.
+func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) }

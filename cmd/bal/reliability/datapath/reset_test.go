@@ -127,4 +127,3 @@ func resetOnce(r *rig, fromBackend bool) (resetResult, error) {
 	}
 	return res, nil
 }
-

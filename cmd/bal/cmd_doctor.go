@@ -193,6 +193,11 @@ func (d *diagnosis) checkPID() {
 	case !pidfile.IsBal(pid):
 		d.add("pid", checkCritical, fmt.Sprintf("stale pid file detected (PID %d is alive but is not bal)", pid),
 			"remove the stale pid file "+f.pidPath+" ('bal start' also replaces it); bal never signals that process")
+	case d.live == nil && f.pidErr != nil:
+		// A live bal that does not hold this file's lock: the PID was
+		// reused, or that bal serves another BAL_HOME.
+		d.add("pid", checkCritical, fmt.Sprintf("stale pid file detected (PID %d is a bal that does not hold it: its PID was reused, or it serves another BAL_HOME)", pid),
+			"remove the stale pid file "+f.pidPath+" ('bal start' also replaces it); bal never signals that process")
 	default:
 		summary := fmt.Sprintf("pid file is consistent (PID: %d)", pid)
 		if fi, err := os.Lstat(f.pidPath); err == nil && fi.Mode().Perm()&0o022 != 0 {

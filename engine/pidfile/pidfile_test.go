@@ -1,11 +1,15 @@
 package pidfile
 
 import (
+	"bufio"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -14,6 +18,15 @@ import (
 // started with PIDFILE_TEST_SLEEP runs the same executable as the test.
 func TestMain(m *testing.M) {
 	if os.Getenv("PIDFILE_TEST_EXIT") != "" {
+		os.Exit(0)
+	}
+	if path := os.Getenv("PIDFILE_TEST_HOLD"); path != "" {
+		if _, err := Acquire(path); err != nil {
+			fmt.Println("error:", err)
+			os.Exit(1)
+		}
+		fmt.Println("ok")
+		time.Sleep(30 * time.Second)
 		os.Exit(0)
 	}
 	if os.Getenv("PIDFILE_TEST_SLEEP") != "" {
@@ -32,6 +45,28 @@ func startChild(t *testing.T, name string, args ...string) int {
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	return cmd.Process.Pid
+}
+
+// startHolder runs this test binary as a bal that acquires path and holds
+// it; it returns the child once the file is in place.
+func startHolder(t *testing.T, path string) *exec.Cmd {
+	t.Helper()
+	self, _ := os.Executable()
+	cmd := exec.Command(self)
+	cmd.Env = append(os.Environ(), "PIDFILE_TEST_HOLD="+path)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	line, _ := bufio.NewReader(out).ReadString('\n')
+	if line != "ok\n" {
+		t.Fatalf("holder: %q", line)
+	}
+	return cmd
 }
 
 func deadPID(t *testing.T) int {
@@ -63,9 +98,10 @@ func TestAcquire(t *testing.T) {
 		{"live pid that is not bal", func(t *testing.T, p string) {
 			write(t, p, strconv.Itoa(startChild(t, "sleep", "30")))
 		}, nil},
-		{"live bal", func(t *testing.T, p string) {
+		{"live bal holding the file", func(t *testing.T, p string) { startHolder(t, p) }, ErrRunning},
+		{"live bal that does not hold the file (PID reused)", func(t *testing.T, p string) {
 			write(t, p, strconv.Itoa(startChild(t, self)))
-		}, ErrRunning},
+		}, nil},
 		{"symlink", func(t *testing.T, p string) {
 			target := filepath.Join(filepath.Dir(p), "target")
 			write(t, target, "precious")
@@ -203,4 +239,66 @@ func TestZombieIsNotRunning(t *testing.T) {
 		t.Fatalf("Acquire over a zombie's pid file: %v", err)
 	}
 	f.Remove()
+}
+
+// TestLockFollowsTheProcess: the holder's pid file is running while it
+// lives, and stale the moment it is killed (the kernel drops the lock), even
+// if its PID were reused.
+func TestLockFollowsTheProcess(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "bal.pid")
+	holder := startHolder(t, path)
+	if pid, err := Running(path); err != nil || pid != holder.Process.Pid {
+		t.Fatalf("Running = %d, %v; want the holder %d", pid, err, holder.Process.Pid)
+	}
+	if fi, err := os.Lstat(path); err != nil || fi.Mode().Perm() != 0o644 {
+		t.Fatalf("pid file mode %v, %v", fi.Mode(), err)
+	}
+	_ = holder.Process.Kill()
+	_ = holder.Wait()
+	if _, err := Running(path); !errors.Is(err, ErrNotRunning) {
+		t.Fatalf("Running after the holder died = %v", err)
+	}
+	// A pid file naming a live bal that does not hold it: not running.
+	self, _ := os.Executable()
+	other := startChild(t, self)
+	write(t, path, strconv.Itoa(other)+"\n")
+	if _, err := Running(path); !errors.Is(err, ErrNotRunning) || !strings.Contains(err.Error(), "does not hold") {
+		t.Fatalf("Running with a reused PID = %v", err)
+	}
+	f, err := Acquire(path)
+	if err != nil {
+		t.Fatalf("Acquire over a reused PID: %v", err)
+	}
+	if pid, err := Running(path); err != nil || pid != os.Getpid() {
+		t.Fatalf("Running after Acquire = %d, %v", pid, err)
+	}
+	if err := f.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	// No temporary file is left behind.
+	ents, _ := os.ReadDir(filepath.Dir(path))
+	if len(ents) != 0 {
+		t.Fatalf("left in the directory: %v", ents)
+	}
+}
+
+// TestFIFONeverBlocks: a FIFO at the pid file's path is refused at once.
+func TestFIFONeverBlocks(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "bal.pid")
+	if err := syscall.Mkfifo(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := Acquire(path); done <- err }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrUnsafe) {
+			t.Fatalf("Acquire on a FIFO = %v, want ErrUnsafe", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("Acquire blocked on a FIFO")
+	}
+	if _, err := Running(path); !errors.Is(err, ErrNotRunning) {
+		t.Fatalf("Running on a FIFO = %v", err)
+	}
 }

@@ -86,6 +86,14 @@ type Machine struct {
 	since     time.Time
 	successes int       // consecutive successes while on
 	lastEvent time.Time // latest failure (any reason) or trigger, for the quiet exit
+
+	// Storm episodes: a run of timeout/refused failures with no gap of a
+	// full window. The count in the sliding window dips below the threshold
+	// and climbs back many times during one episode; only the first
+	// crossing of an episode is a trigger while protection is on.
+	lastStorm time.Time // latest timeout/refused failure
+	episode   uint64    // the current episode (starts at 1)
+	triggered uint64    // the episode whose crossing last turned on or set the reason
 }
 
 // NewMachine returns a machine in the off state.
@@ -192,6 +200,10 @@ func (m *Machine) Failure(now time.Time, r engine.FailReason) Outcome {
 	if r != engine.FailTimeout && r != engine.FailRefused {
 		return o
 	}
+	if m.episode == 0 || now.Sub(m.lastStorm) >= m.cfg.Window {
+		m.episode++
+	}
+	m.lastStorm = now
 	before := m.stormy(now)
 	if m.count == len(m.ring) {
 		m.head = (m.head + 1) % len(m.ring)
@@ -199,10 +211,13 @@ func (m *Machine) Failure(now time.Time, r engine.FailReason) Outcome {
 	}
 	m.ring[(m.head+m.count)%len(m.ring)] = now
 	m.count++
-	// A storm triggers when the count reaches the threshold from below; a
-	// storm that simply goes on is not a new trigger (it would flip the
-	// reason back and forth with every exhausted client).
-	if m.stormy(now) && (!before || !m.on) {
+	// A storm triggers when the count reaches the threshold from below
+	// while off, or for the first time in its episode while on; a storm that
+	// simply goes on — even one whose count dipped under the threshold and
+	// climbed back — is not a new trigger (it would flip the reason back and
+	// forth with every exhausted client).
+	if m.stormy(now) && (!m.on || (!before && m.triggered != m.episode)) {
+		m.triggered = m.episode
 		m.turnOn(now, ReasonStorm, CauseStorm, m.count, &o)
 	}
 	return o

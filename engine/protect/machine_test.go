@@ -82,6 +82,21 @@ func TestMachineTransitions(t *testing.T) {
 			{at: s(1), ev: "refused"}, {at: s(2), ev: "refused"},
 			{at: s(3), ev: "refused", want: []string{"timeout_or_refused_storm <- all_backends_unavailable"}},
 		}, true, ReasonStorm},
+		{"a storm whose count dips under the threshold and climbs back is the same storm", cfg, []step{
+			{at: 0, ev: "refused"}, {at: 0, ev: "refused"}, {at: 0, ev: "refused", want: []string{storm}},
+			{at: s(1), ev: "exhausted", want: []string{"all_backends_unavailable <- timeout_or_refused_storm"}},
+			{at: s(9), ev: "refused"},
+			{at: s(10.2), ev: "refused"}, // the count fell to 2 of 3 in the window
+			{at: s(10.4), ev: "refused"}, // and is back at 3: no flip to storm
+			{at: s(10.5), ev: "exhausted"},
+		}, true, ReasonExhausted},
+		{"a storm after a full window without storm failures is a new trigger while on", cfg, []step{
+			{at: 0, ev: "refused"}, {at: 0, ev: "refused"}, {at: 0, ev: "refused", want: []string{storm}},
+			{at: s(1), ev: "exhausted", want: []string{"all_backends_unavailable <- timeout_or_refused_storm"}},
+			{at: s(9), ev: "other"}, {at: s(10.5), ev: "exhausted"}, // still on: failures keep coming
+			{at: s(11), ev: "refused"}, {at: s(11), ev: "refused"},
+			{at: s(11), ev: "refused", want: []string{"timeout_or_refused_storm <- all_backends_unavailable"}},
+		}, true, ReasonStorm},
 		{"off after stable consecutive successes", cfg, []step{
 			{at: 0, ev: "exhausted", want: []string{exhausted}},
 			{at: s(1), ev: "ok"}, {at: s(2), ev: "ok"}, {at: s(3), ev: "ok", want: []string{offStable}},

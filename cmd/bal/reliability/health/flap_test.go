@@ -91,7 +91,10 @@ func TestFlappingBackend(t *testing.T) {
 // returns.
 func TestAllBackendsDown(t *testing.T) {
 	for _, eng := range baltest.Engines() {
-		t.Run(eng, func(t *testing.T) { testAllDown(t, eng) })
+		t.Run(eng, func(t *testing.T) {
+			t.Parallel()
+			testAllDown(t, eng)
+		})
 	}
 }
 

@@ -15,7 +15,10 @@ import (
 // shows it down with the refusals counted.
 func TestBackendKilledUnderLoad(t *testing.T) {
 	for _, eng := range baltest.Engines() {
-		t.Run(eng, func(t *testing.T) { testKilledUnderLoad(t, eng) })
+		t.Run(eng, func(t *testing.T) {
+			t.Parallel()
+			testKilledUnderLoad(t, eng)
+		})
 	}
 }
 

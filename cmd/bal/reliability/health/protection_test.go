@@ -29,8 +29,11 @@ const (
 //     client connections (SPEC §3.3: each backend at most once per
 //     connection, 2 while protected — no retry amplification); protection
 //     is off within window + 1 s after the spike; ≤ 1 engage/disengage
-//     cycle per spike. Clients whose every try was reset do fail (that is
-//     the fault, not bal): counted, not bounded.
+//     cycle per spike, and at most 2 "reason changed" lines (to the storm
+//     and back to all_backends_unavailable: the reason must not ping-pong
+//     while one storm goes on). Clients whose every try was reset, or who
+//     found every backend cooling down, do fail: counted, not bounded (see
+//     the report: SPEC §3.3 skips backends in cooldown).
 //   - OneBackend: the resets (and the drop) hit only B. bal documents
 //     protection mode as a storm detector (SPEC §3.5) and takes a single
 //     failing backend out with cooldowns and passive health first, so the
@@ -40,9 +43,16 @@ func TestProtectionSpike(t *testing.T) {
 	baltest.NeedNft(t)
 	for _, eng := range baltest.Engines() {
 		t.Run(eng, func(t *testing.T) {
-			t.Run("AllBackends", func(t *testing.T) { testProtectionSpike(t, eng, true) })
+			t.Parallel()
+			t.Run("AllBackends", func(t *testing.T) {
+				t.Parallel()
+				testProtectionSpike(t, eng, true)
+			})
 			if soak() || eng == baltest.Engines()[0] {
-				t.Run("OneBackend", func(t *testing.T) { testProtectionSpike(t, eng, false) })
+				t.Run("OneBackend", func(t *testing.T) {
+					t.Parallel()
+					testProtectionSpike(t, eng, false)
+				})
 			}
 		})
 	}
@@ -107,7 +117,7 @@ func testProtectionSpike(t *testing.T, eng string, all bool) {
 	}
 	nft.Flush()
 	spikeEnd := time.Now()
-	time.Sleep(protWindow + 2*time.Second)
+	time.Sleep(protWindow + 1500*time.Millisecond)
 	res := load.Stop()
 	st1 := p.Status()
 
@@ -136,9 +146,9 @@ func testProtectionSpike(t *testing.T, eng string, all bool) {
 	sb := backendOf(t, st1, b.Addr())
 	t.Logf("B counters %v; on %d, off %d, reason changes %d", sb["counters"], len(ons), len(offs), len(changed))
 	for _, e := range append(append(ons, offs...), changed...) {
-		t.Logf("  %s +%v %v", e.Msg, e.Time.Sub(spike).Round(time.Millisecond), e.Attrs["cause"])
+		t.Logf("  %s +%v cause %s reason %s previous %s", e.Msg, e.Time.Sub(spike).Round(time.Millisecond), e.Attr("cause"), e.Attr("reason"), e.Attr("previous_reason"))
 	}
-	pass := len(ons) == len(offs) && len(ons) <= 1 && on["enabled"] == false && worstCooldown <= capd && ratio <= 3
+	pass := len(ons) == len(offs) && len(ons) <= 1 && len(changed) <= 2 && on["enabled"] == false && worstCooldown <= capd && ratio <= 3
 	what := "on B"
 	if all {
 		what = "on all 3 backends (drop on B)"

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -173,6 +174,10 @@ func (d *diagnosis) checkPID() {
 		d.add("pid", level, summary, hint)
 		return
 	}
+	if is := checkHomeFile(f.pidPath, 0); is != nil {
+		d.add("pid", is.level, "unsafe pid file: "+is.summary, is.hint)
+		return
+	}
 	pid, err := pidfile.Read(f.pidPath)
 	switch {
 	case errors.Is(err, fs.ErrNotExist) && d.live == nil:
@@ -208,40 +213,21 @@ func (d *diagnosis) checkPID() {
 	}
 }
 
-// homeSafety flags a $BAL_HOME others could write to or that is not ours.
+// homeSafety flags a $BAL_HOME others could write to or that is not ours,
+// and a bal.log that bal would refuse to open (a link, not a plain file,
+// another owner's).
 func homeSafety(home string) (level, summary, hint string) {
-	fi, err := os.Lstat(home)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
+	is := checkHomeDir(home, true)
+	if is == nil || is.level != checkCritical {
+		if lis := checkHomeFile(filepath.Join(home, logFileName), 0); lis != nil {
+			lis.summary = "unsafe log file: " + lis.summary
+			is = lis
+		}
+	}
+	if is == nil {
 		return checkOK, "", ""
-	case err != nil:
-		return checkCritical, fmt.Sprintf("cannot inspect %s: %v", home, err), "check BAL_HOME"
-	case fi.Mode()&fs.ModeSymlink != 0:
-		fi, err = os.Stat(home)
-		if err != nil {
-			return checkCritical, fmt.Sprintf("%s is a symlink that cannot be followed: %v", home, err), "point BAL_HOME at a real directory"
-		}
-		if lvl, s, h := dirSafety(home, fi); lvl != checkOK {
-			return lvl, s, h
-		}
-		return checkWarn, home + " is a symlink", "point BAL_HOME at the real directory, mode 0700"
 	}
-	return dirSafety(home, fi)
-}
-
-func dirSafety(home string, fi fs.FileInfo) (level, summary, hint string) {
-	if !fi.IsDir() {
-		return checkCritical, home + " is not a directory", "point BAL_HOME at a directory, mode 0700"
-	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
-		return checkCritical, fmt.Sprintf("%s is owned by uid %d, not by this user (uid %d)", home, st.Uid, os.Geteuid()),
-			"use a BAL_HOME of your own, mode 0700"
-	}
-	if fi.Mode().Perm()&0o022 != 0 {
-		return checkCritical, fmt.Sprintf("%s is writable by others (mode %04o)", home, fi.Mode().Perm()),
-			"chmod 700 " + home
-	}
-	return checkOK, "", ""
+	return is.level, is.summary, is.hint
 }
 
 // checkConfig: the file loads; with a running bal, it is the file that bal
@@ -535,6 +521,10 @@ func (d *diagnosis) checkControl() {
 		d.add("control", checkCritical, fmt.Sprintf("bal (PID %d) runs but %s does not answer: %v", f.pid, f.sockPath, f.liveErr),
 			"restart it ('bal stop', then 'bal start -d')")
 	default:
+		if is := checkHomeFile(f.sockPath, fs.ModeSocket); is != nil {
+			d.add("control", is.level, "unsafe control socket path (bal is not running): "+is.summary, is.hint)
+			return
+		}
 		summary := "bal is not running (no control socket)"
 		if fi, err := os.Lstat(f.sockPath); err == nil && fi.Mode().Type() == fs.ModeSocket {
 			summary = "bal is not running; a stale " + f.sockPath + " is left ('bal start' replaces it)"

@@ -21,6 +21,9 @@ import (
 	"github.com/bal-lb/bal/engine/server"
 )
 
+// rootWarning is logged once when bal starts as root.
+const rootWarning = "running as root: bal needs no privileges; run it as a dedicated user"
+
 // Files of SPEC §4, inside $BAL_HOME.
 const (
 	pidFileName = "bal.pid"
@@ -42,6 +45,9 @@ func loadForStart(e *env, flagPath string) (*config.Snapshot, string, error) {
 	}
 	if flagPath == "" {
 		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+			if err := ensureHome(home); err != nil {
+				return nil, home, err
+			}
 			if path, err = config.WriteDefault(home); err != nil {
 				return nil, home, fmt.Errorf("write the default config: %w", err)
 			}
@@ -53,14 +59,6 @@ func loadForStart(e *env, flagPath string) (*config.Snapshot, string, error) {
 		return nil, home, err
 	}
 	return snap, home, nil
-}
-
-// ensureHome creates $BAL_HOME (0700) when it does not exist.
-func ensureHome(home string) error {
-	if err := os.MkdirAll(home, 0o700); err != nil {
-		return fmt.Errorf("create %s: %w", home, err)
-	}
-	return nil
 }
 
 // serveForeground is bal start without -d: logs on stderr, PID file and
@@ -112,6 +110,14 @@ func (in *instance) run() (int, error) {
 		return exitFail, err
 	}
 	defer pid.Remove()
+
+	if os.Geteuid() == 0 {
+		hint := "nothing in bal needs root: use a dedicated user (User= in the systemd unit)"
+		if in.snap.Port < 1024 {
+			hint = "a port below 1024 needs only CAP_NET_BIND_SERVICE (AmbientCapabilities= in the systemd unit), not root"
+		}
+		in.log.Warn(rootWarning, "uid", 0, "hint", hint)
+	}
 
 	// Signals are caught before the listener exists so that an early
 	// SIGTERM still drains instead of killing the process.

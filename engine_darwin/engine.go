@@ -38,7 +38,10 @@ type Engine struct {
 	done      chan error
 
 	rejects engine.RejectLog
-	stats   struct{ accepted, rejected, active, bytesIn, bytesOut atomic.Uint64 }
+	// localFails logs backend connects that failed for a local reason
+	// (descriptors, ports) at most once a second.
+	localFails engine.RejectLog
+	stats      struct{ accepted, rejected, active, bytesIn, bytesOut atomic.Uint64 }
 }
 
 var _ engine.Engine = (*Engine)(nil)
@@ -68,6 +71,7 @@ func newEngine(opts engine.Options, p engine.Policy, c copier) *Engine {
 		done:      make(chan error, 1),
 	}
 	e.rejects.Logger = log
+	e.localFails.Logger = log
 	e.dialCtx, e.cancelDial = context.WithCancel(context.Background())
 	return e
 }

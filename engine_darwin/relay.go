@@ -84,8 +84,14 @@ func (p *pair) run() {
 		reason, rst := engine.CloseNoBackend, false
 		switch {
 		case localFailure(err):
-			// Out of descriptors here: reset the client like a refusal.
+			// Out of descriptors or ports here: reset the client like a
+			// refusal.
 			reason, rst = engine.CloseError, true
+			what := "local_fds"
+			if errors.Is(err, syscall.EADDRNOTAVAIL) {
+				what = "local_ports"
+			}
+			p.e.localFails.Note(what, time.Now())
 		case !errors.Is(err, engine.ErrNoBackend):
 			reason = engine.CloseDrained
 		}
@@ -153,10 +159,11 @@ func (p *pair) connect(t *engine.Tunables) (*net.TCPConn, engine.Target, error) 
 		}
 		p.e.policy.DialResult(p.ci, target, err, time.Since(began))
 		if localFailure(err) {
-			// bal itself is out of descriptors: every other backend would
-			// fail the same way, and a client that "exhausted every
-			// backend" would wrongly count as the backends' fault
-			// (protection mode). Give up on this connection only.
+			// bal itself is out of descriptors or ports: every other
+			// backend would fail the same way, and a client that
+			// "exhausted every backend" would wrongly count as the
+			// backends' fault (protection mode). Give up on this
+			// connection only.
 			return nil, engine.Target{}, err
 		}
 		if err != nil {
@@ -256,10 +263,13 @@ func (p *pair) direction(dst, src *net.TCPConn, fromClient bool) {
 	}
 }
 
-// localFailure reports errors caused by this process's own descriptor
-// limits (the policy does not blame a backend for them either).
+// localFailure reports connect errors caused by this host's own limits: no
+// descriptor, or no free local port (EADDRNOTAVAIL). They are still reported
+// to the policy, which counts descriptor shortages as local_connect_failures
+// instead of blaming the backend.
 func localFailure(err error) bool {
-	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+		errors.Is(err, syscall.EADDRNOTAVAIL)
 }
 
 // resetReason guesses which side failed: EPIPE comes from writing to the

@@ -65,6 +65,7 @@ func New(opts engine.Options, p engine.Policy) (engine.Engine, error) {
 		base:   time.Now(),
 	}
 	e.rejects.Logger = log
+	e.localFails.Logger = log
 	return e, nil
 }
 
@@ -74,9 +75,12 @@ type Engine struct {
 	pol     engine.Policy
 	log     *slog.Logger
 	rejects engine.RejectLog
-	nloops  int
-	base    time.Time // origin of the data loops' monotonic clock
-	reserve int64     // fds kept free below RLIMIT_NOFILE
+	// localFails logs backend connects that failed for a local reason
+	// (descriptors, ports, memory) at most once a second.
+	localFails engine.RejectLog
+	nloops     int
+	base       time.Time // origin of the data loops' monotonic clock
+	reserve    int64     // fds kept free below RLIMIT_NOFILE
 
 	addr     netip.AddrPort // bound address (port resolved)
 	wildcard bool           // listening on an unspecified address: ask the kernel for Local

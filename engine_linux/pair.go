@@ -109,9 +109,17 @@ func (p *pair) connectNext() {
 			}
 			return
 		case errLocal(err):
-			// Out of descriptors or memory here: not the backend's fault.
-			p.l.e.log.Warn("cannot open a backend socket", "backend", t.Name, "err", err)
-			p.finish(engine.CloseError, false, false)
+			// Out of descriptors, memory or local ports here: not the
+			// backend's fault, and every other backend would fail the same
+			// way, so the client is reset now rather than walked through
+			// the whole pool (which protection mode would count as every
+			// backend failing).
+			if errCounted(err) {
+				p.l.e.pol.DialResult(&p.info, t, err, time.Duration(p.l.now()-p.dialStart))
+			}
+			p.closeBackend(true)
+			p.l.e.localFails.Note("local_"+localWhat(err), time.Now())
+			p.finish(engine.CloseError, true, false)
 			return
 		default:
 			p.failAttempt(fmt.Errorf("connect %s: %w", t.Addr, err))
@@ -552,10 +560,31 @@ func (p *pair) finish(reason engine.CloseReason, rstClient, rstBackend bool) {
 
 // ---- helpers ----
 
-// errLocal reports errors that are this host's resource limits.
+// errLocal reports errors that are this host's resource limits: no
+// descriptor, no memory, no free local port (EADDRNOTAVAIL from connect).
 func errLocal(err error) bool {
 	return errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) ||
-		errors.Is(err, unix.ENOBUFS) || errors.Is(err, unix.ENOMEM)
+		errors.Is(err, unix.ENOBUFS) || errors.Is(err, unix.ENOMEM) ||
+		errors.Is(err, unix.EADDRNOTAVAIL)
+}
+
+// errCounted: local failures reported to the policy (descriptors and
+// ports), which counts descriptor shortages as local_connect_failures
+// without blaming the backend. Memory errors are not reported, so that they
+// are never blamed on a backend.
+func errCounted(err error) bool {
+	return errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) || errors.Is(err, unix.EADDRNOTAVAIL)
+}
+
+// localWhat names a local failure for the rate-limited log.
+func localWhat(err error) string {
+	switch {
+	case errors.Is(err, unix.EADDRNOTAVAIL):
+		return "ports"
+	case errors.Is(err, unix.EMFILE), errors.Is(err, unix.ENFILE):
+		return "fds"
+	}
+	return "memory"
 }
 
 // netip2sockaddr converts a target address; IPv4-mapped addresses dial IPv4.

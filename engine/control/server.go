@@ -17,12 +17,15 @@ import (
 )
 
 // Limits of the HTTP server: a client that sends slowly, too much, or
-// nothing at all is dropped.
+// nothing at all is dropped within a second. The clients are local (bal's
+// own CLI sends each request at once, one per connection), so the read
+// timeouts can be short: a stalled or silent connection never holds a
+// goroutine and a descriptor for long.
 const (
-	readHeaderTimeout = 2 * time.Second
-	readTimeout       = 5 * time.Second
-	writeTimeout      = 60 * time.Second // a reload resolving a hostname bind_address may take a while
-	idleTimeout       = 30 * time.Second
+	readHeaderTimeout = 500 * time.Millisecond
+	readTimeout       = 750 * time.Millisecond // the whole request, body included
+	writeTimeout      = 60 * time.Second       // a reload resolving a hostname bind_address may take a while
+	idleTimeout       = 750 * time.Millisecond // between requests on a kept-alive connection
 	maxHeaderBytes    = 8 << 10
 	maxBodyBytes      = 4 << 10 // POST /reload takes no body; a small one is read and ignored
 	reloadTimeout     = 45 * time.Second

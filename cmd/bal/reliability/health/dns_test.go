@@ -31,11 +31,10 @@ const backendName = "backend.bal.test"
 // for a while (fast 3 s each, soak 30 s each) keep the last good address
 // (status shows it) with 0 client failures.
 func TestDNSChange(t *testing.T) {
-	baltest.NeedNft(t) // root and namespaces; nft itself is not used
 	eng := baltest.Engines()[0]
 	const ttl = 1
 	failFor := pick(3*time.Second, 30*time.Second)
-	ns := baltest.NetNS(t)
+	ns := baltest.NetNS(t) // skips unless root
 	baltest.NSEtc(t, ns, map[string]string{
 		"resolv.conf":   "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
 		"nsswitch.conf": "hosts: files dns\n",

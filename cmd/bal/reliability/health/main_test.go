@@ -245,3 +245,9 @@ func ms(d time.Duration) string { return fmt.Sprintf("%d ms", d.Milliseconds()) 
 func isReset(err error) bool {
 	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
+
+// openDuring reports whether the connection of o was open at some moment
+// of [from, to] (it may then have been on a backend killed in between).
+func openDuring(o baltest.Outcome, from, to time.Time) bool {
+	return !o.Start.After(to) && !o.Start.Add(o.Took).Before(from)
+}

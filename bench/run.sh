@@ -559,6 +559,7 @@ run_idle() {
 	if grep -q 'rss_per_conn_b=' "$out"; then
 		# Figures are per connection actually held, also when not all of them could be.
 		emit "$rep" idle "$t" b_per_conn "$(field rss_per_conn_b "$out")"
+		emit "$rep" idle "$t" anon_per_conn "$(field anon_per_conn_b "$out")"
 		emit "$rep" idle "$t" fds_per_conn "$(field fds_per_conn "$out")"
 		emit "$rep" idle "$t" rss_mb "$(calc "$(field rss_kb "$out") / 1024")"
 		emit "$rep" idle "$t" held "$(field alive "$out")"

@@ -2,7 +2,8 @@
 //
 // It opens -n TCP connections to -addr (the proxy), does one HTTP/1.1
 // keep-alive request on each, holds them all open, and reads the resident
-// memory (VmRSS) and open descriptors of the proxy process -pid and all its
+// memory (VmRSS; and RssAnon, the private part without the binary's own
+// pages) and the open descriptors of the proxy process -pid and all its
 // descendants (nginx's workers, say) before and after. Before the baseline it
 // warms the proxy with -warm short connections, so one-time costs (first
 // connection, code pages touched once) are not charged to the idle ones.
@@ -11,7 +12,10 @@
 //
 // It prints one line of key=value pairs, for example
 //
-//	n=5000 ok=5000 alive=5000 rss_base_kb=7012 rss_kb=11520 fds_base=12 fds=10012 rss_per_conn_b=923 fds_per_conn=2.00
+//	n=5000 ok=5000 alive=5000 rss_base_kb=7012 rss_kb=11520 anon_base_kb=3100 anon_kb=7400
+//	  fds_base=12 fds=10012 rss_per_conn_b=923 anon_per_conn_b=880 fds_per_conn=2.00
+//
+// (on one line)
 //
 // and exits 1 when a connection failed or did not survive.
 //
@@ -96,13 +100,14 @@ func run(addr string, pid, n, warm, conc int, path string, settle time.Duration)
 // formatResult is the one output line; per-connection figures are divided
 // by the connections actually opened.
 func formatResult(n, ok, alive int, base, held usage) string {
-	perRSS, perFD := 0.0, 0.0
+	perRSS, perAnon, perFD := 0.0, 0.0, 0.0
 	if ok > 0 {
 		perRSS = float64(held.rssKB-base.rssKB) * 1024 / float64(ok)
+		perAnon = float64(held.anonKB-base.anonKB) * 1024 / float64(ok)
 		perFD = float64(held.fds-base.fds) / float64(ok)
 	}
-	return fmt.Sprintf("n=%d ok=%d alive=%d rss_base_kb=%d rss_kb=%d fds_base=%d fds=%d rss_per_conn_b=%.0f fds_per_conn=%.2f",
-		n, ok, alive, base.rssKB, held.rssKB, base.fds, held.fds, perRSS, perFD)
+	return fmt.Sprintf("n=%d ok=%d alive=%d rss_base_kb=%d rss_kb=%d anon_base_kb=%d anon_kb=%d fds_base=%d fds=%d rss_per_conn_b=%.0f anon_per_conn_b=%.0f fds_per_conn=%.2f",
+		n, ok, alive, base.rssKB, held.rssKB, base.anonKB, held.anonKB, base.fds, held.fds, perRSS, perAnon, perFD)
 }
 
 // conn is one held connection with its reader (kept across requests).
@@ -193,8 +198,9 @@ func closeAll(conns []*conn) {
 
 // usage is the summed resident memory and open descriptors of a process tree.
 type usage struct {
-	rssKB int64
-	fds   int
+	rssKB  int64 // VmRSS
+	anonKB int64 // RssAnon: private memory, without the binary's pages
+	fds    int
 }
 
 func readUsage(pid int) (usage, error) {
@@ -204,7 +210,7 @@ func readUsage(pid int) (usage, error) {
 		return u, err
 	}
 	for _, p := range pids {
-		rss, err := vmRSS(p)
+		rss, anon, err := memKB(p)
 		if err != nil {
 			return u, err
 		}
@@ -213,6 +219,7 @@ func readUsage(pid int) (usage, error) {
 			return u, fmt.Errorf("pid %d fds: %w", p, err)
 		}
 		u.rssKB += rss
+		u.anonKB += anon
 		u.fds += len(ents)
 	}
 	return u, nil
@@ -244,20 +251,28 @@ func tree(pid int) ([]int, error) {
 	return out, nil
 }
 
-var errNoRSS = errors.New("no VmRSS line")
+var errNoRSS = errors.New("no VmRSS or RssAnon line")
 
-func vmRSS(pid int) (int64, error) {
+// memKB returns VmRSS and RssAnon (kB) of a process.
+func memKB(pid int) (rss, anon int64, err error) {
 	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
 	if err != nil {
-		return 0, fmt.Errorf("pid %d: %w", pid, err)
+		return 0, 0, fmt.Errorf("pid %d: %w", pid, err)
 	}
-	return parseVmRSS(string(b))
+	if rss, err = statusKB(string(b), "VmRSS:"); err != nil {
+		return 0, 0, fmt.Errorf("pid %d: %w", pid, err)
+	}
+	if anon, err = statusKB(string(b), "RssAnon:"); err != nil {
+		return 0, 0, fmt.Errorf("pid %d: %w", pid, err)
+	}
+	return rss, anon, nil
 }
 
-// parseVmRSS returns the VmRSS value (kB) of a /proc/<pid>/status text.
-func parseVmRSS(status string) (int64, error) {
+// statusKB returns the value (kB) of one field ("VmRSS:") of a
+// /proc/<pid>/status text.
+func statusKB(status, field string) (int64, error) {
 	for _, line := range strings.Split(status, "\n") {
-		rest, ok := strings.CutPrefix(line, "VmRSS:")
+		rest, ok := strings.CutPrefix(line, field)
 		if !ok {
 			continue
 		}

@@ -14,27 +14,29 @@ import (
 	"time"
 )
 
-func TestParseVmRSS(t *testing.T) {
+func TestStatusKB(t *testing.T) {
+	const status = "Name:\tbal\nVmPeak:\t  9000 kB\nVmRSS:\t    7012 kB\nRssAnon:\t 3000 kB\n"
 	tests := []struct {
-		name, in string
-		want     int64
-		err      bool
+		name, in, field string
+		want            int64
+		err             bool
 	}{
-		{"typical", "Name:\tbal\nVmPeak:\t  9000 kB\nVmRSS:\t    7012 kB\nRssAnon:\t 3000 kB\n", 7012, false},
-		{"first line", "VmRSS: 12 kB", 12, false},
-		{"missing", "Name:\tkthreadd\nState:\tS\n", 0, true},
-		{"empty value", "VmRSS:\n", 0, true},
-		{"garbage", "VmRSS:\tlots kB\n", 0, true},
+		{"VmRSS", status, "VmRSS:", 7012, false},
+		{"RssAnon", status, "RssAnon:", 3000, false},
+		{"first line", "VmRSS: 12 kB", "VmRSS:", 12, false},
+		{"missing", "Name:\tkthreadd\nState:\tS\n", "VmRSS:", 0, true},
+		{"empty value", "VmRSS:\n", "VmRSS:", 0, true},
+		{"garbage", "VmRSS:\tlots kB\n", "VmRSS:", 0, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := parseVmRSS(tt.in)
+			got, err := statusKB(tt.in, tt.field)
 			if (err != nil) != tt.err || got != tt.want {
-				t.Fatalf("parseVmRSS = %d, %v; want %d, error %v", got, err, tt.want, tt.err)
+				t.Fatalf("statusKB = %d, %v; want %d, error %v", got, err, tt.want, tt.err)
 			}
 		})
 	}
-	if _, err := parseVmRSS(""); !errors.Is(err, errNoRSS) {
+	if _, err := statusKB("", "VmRSS:"); !errors.Is(err, errNoRSS) {
 		t.Fatalf("empty status: %v, want errNoRSS", err)
 	}
 }
@@ -46,12 +48,12 @@ func TestFormatResult(t *testing.T) {
 		base, held  usage
 		want        string
 	}{
-		{"per conn", 4, 4, 4, usage{1000, 10}, usage{1004, 18},
-			"n=4 ok=4 alive=4 rss_base_kb=1000 rss_kb=1004 fds_base=10 fds=18 rss_per_conn_b=1024 fds_per_conn=2.00"},
-		{"divides by opened", 4, 2, 1, usage{1000, 10}, usage{1001, 14},
-			"n=4 ok=2 alive=1 rss_base_kb=1000 rss_kb=1001 fds_base=10 fds=14 rss_per_conn_b=512 fds_per_conn=2.00"},
-		{"none opened", 3, 0, 0, usage{1000, 10}, usage{1000, 10},
-			"n=3 ok=0 alive=0 rss_base_kb=1000 rss_kb=1000 fds_base=10 fds=10 rss_per_conn_b=0 fds_per_conn=0.00"},
+		{"per conn", 4, 4, 4, usage{1000, 500, 10}, usage{1004, 502, 18},
+			"n=4 ok=4 alive=4 rss_base_kb=1000 rss_kb=1004 anon_base_kb=500 anon_kb=502 fds_base=10 fds=18 rss_per_conn_b=1024 anon_per_conn_b=512 fds_per_conn=2.00"},
+		{"divides by opened", 4, 2, 1, usage{1000, 500, 10}, usage{1001, 501, 14},
+			"n=4 ok=2 alive=1 rss_base_kb=1000 rss_kb=1001 anon_base_kb=500 anon_kb=501 fds_base=10 fds=14 rss_per_conn_b=512 anon_per_conn_b=512 fds_per_conn=2.00"},
+		{"none opened", 3, 0, 0, usage{1000, 500, 10}, usage{1000, 500, 10},
+			"n=3 ok=0 alive=0 rss_base_kb=1000 rss_kb=1000 anon_base_kb=500 anon_kb=500 fds_base=10 fds=10 rss_per_conn_b=0 anon_per_conn_b=0 fds_per_conn=0.00"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -70,7 +72,7 @@ func TestReadUsageSelf(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if u.rssKB <= 0 || u.fds < 3 {
+	if u.rssKB <= 0 || u.anonKB <= 0 || u.anonKB > u.rssKB || u.fds < 3 {
 		t.Fatalf("implausible usage of this test process: %+v", u)
 	}
 	if _, err := readUsage(1 << 30); err == nil {

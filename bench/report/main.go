@@ -116,6 +116,7 @@ var knownMetrics = []metricInfo{
 	{workload: "bulk", metric: "cpu_s_gb", label: "proxy CPU s/GB", prec: 3, lowerBetter: true},
 	{workload: "bulk", metric: "cpu_pct", label: "proxy CPU % of a core", lowerBetter: true},
 	{workload: "idle", metric: "b_per_conn", label: "RSS bytes per idle connection", lowerBetter: true},
+	{workload: "idle", metric: "anon_per_conn", label: "… of which private (RssAnon)", lowerBetter: true},
 	{workload: "idle", metric: "fds_per_conn", label: "fds per idle connection", prec: 2, lowerBetter: true},
 	{workload: "idle", metric: "rss_mb", label: "RSS MB with the connections open", prec: 1, lowerBetter: true},
 	{workload: "idle", metric: "held", label: "connections held", info: true},

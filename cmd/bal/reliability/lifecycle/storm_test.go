@@ -24,7 +24,7 @@ import (
 // ~12 MiB grows by a few MiB under its first load and its first reloads
 // (the GC's heap goal), which is not what the figure is about; a leak per
 // reload or per connection still shows as growth from one storm to the
-// next. The fast variant (24 reloads, a few seconds) is too short to tell a
+// next. The fast variant (16 reloads, a few seconds) is too short to tell a
 // leak from the GC's drift, so there the RSS ratio is recorded and judged
 // only in the soak run.
 func TestReloadStorm(t *testing.T) {
@@ -43,7 +43,7 @@ type storm struct {
 }
 
 func testReloadStorm(t *testing.T, eng string) {
-	reloads := pick(24, 200)
+	reloads := pick(16, 200)
 	every := pick(150*time.Millisecond, 100*time.Millisecond)
 	const conns = 64
 

@@ -8,6 +8,7 @@ import (
 	"net"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -41,7 +42,7 @@ type Load struct {
 type LoadOptions struct {
 	Rate    int                                                        // connections per second; default 200
 	Timeout time.Duration                                              // per connection, connect and read; default 3 s
-	Dial    func(addr string, timeout time.Duration) (net.Conn, error) // default net.DialTimeout over tcp
+	Dial    func(addr string, timeout time.Duration) (net.Conn, error) // default: TCP from 127.0.0.2–9 in turn
 	MaxOpen int                                                        // connections in flight at most; default 256
 	Hello   string                                                     // written right after connecting (optional)
 }
@@ -56,7 +57,14 @@ func StartLoad(t testing.TB, addr string, o LoadOptions) *Load {
 		o.Timeout = 3 * time.Second
 	}
 	if o.Dial == nil {
-		o.Dial = func(a string, d time.Duration) (net.Conn, error) { return net.DialTimeout("tcp", a, d) }
+		// Source addresses spread over 127.0.0.2–9 so that a long run at a
+		// high rate does not reuse 4-tuples whose previous connection is
+		// still in TIME_WAIT or LAST_ACK on loopback.
+		var seq atomic.Uint32
+		o.Dial = func(a string, d time.Duration) (net.Conn, error) {
+			src := &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+seq.Add(1)%8))}
+			return (&net.Dialer{Timeout: d, LocalAddr: src}).Dial("tcp", a)
+		}
 	}
 	if o.MaxOpen <= 0 {
 		o.MaxOpen = 256

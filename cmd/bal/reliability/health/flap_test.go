@@ -32,9 +32,12 @@ func TestFlappingBackend(t *testing.T) {
 	from := p.LogCount()
 	cpu0, began := p.CPUTime(), time.Now()
 	flips := 0
+	var closes [][2]time.Time // when B's listener was being closed
 	for end := began.Add(run); time.Now().Before(end); flips++ {
 		if flips%2 == 0 {
+			t0 := time.Now()
 			b.CloseListener()
+			closes = append(closes, [2]time.Time{t0, time.Now()})
 		} else {
 			b.Start()
 		}
@@ -66,7 +69,26 @@ func TestFlappingBackend(t *testing.T) {
 	if len(trs) > 0 {
 		perTransition = float64(lines) / float64(len(trs))
 	}
-	_, failed := baltest.Tally(res, time.Time{}, time.Now())
+	// Closing a listener resets the connections still in its accept queue:
+	// bal had connected them (the kernel completed the handshake), then B
+	// reset them, and bal passes a reset on (SPEC §3.1). Those are the
+	// fault's, not bal's; every other connection must succeed.
+	_, failedAll := baltest.Tally(res, time.Time{}, time.Now())
+	var failed []baltest.Outcome
+	queued := 0
+	for _, f := range failedAll {
+		injected := false
+		for _, c := range closes {
+			if isReset(f.Err) && openDuring(f, c[0], c[1]) {
+				injected = true
+			}
+		}
+		if injected {
+			queued++
+			continue
+		}
+		failed = append(failed, f)
+	}
 	for i, f := range failed {
 		if i < 5 {
 			t.Errorf("client failure at +%v: %v", f.Start.Sub(began), f.Err)
@@ -79,8 +101,8 @@ func TestFlappingBackend(t *testing.T) {
 	t.Logf("transitions: %v", vias)
 	t.Logf("first log lines: %v", msgs)
 	pass := len(trs) <= bound && len(trs) > 0 && perTransition <= 2 && len(failed) == 0 && cpu < cpuBound
-	baltest.Record(t, 12, fmt.Sprintf("%s: B refuses/accepts every %s for %s at %d conn/s: %d UP/DOWN transitions (bound %d), %.1f log lines per transition, %d client failures of %d, bal CPU %.1f%% of a core",
-		eng, half, run, rate, len(trs), bound, perTransition, len(failed), len(res), 100*cpu), pass)
+	baltest.Record(t, 12, fmt.Sprintf("%s: B refuses/accepts every %s for %s at %d conn/s: %d UP/DOWN transitions (bound %d), %.1f log lines per transition, %d client failures of %d (+%d reset in B's accept queue as its listener closed), bal CPU %.1f%% of a core",
+		eng, half, run, rate, len(trs), bound, perTransition, len(failed), len(res), queued, 100*cpu), pass)
 }
 
 // Test 12b: every backend stops. Pass: every new client connection is

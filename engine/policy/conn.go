@@ -190,7 +190,31 @@ func (p *Policy) choose(cs *connState) (int, bool) {
 			return j, true
 		}
 	}
-	return 0, false
+	return p.lastResort(cs)
+}
+
+// lastResort picks, for a connection that has not tried any backend yet,
+// the backend whose cooldown ends first (a healthy one if any). Without it a
+// client would be refused without a single attempt whenever every backend
+// is cooling down — and backends that refuse only some connects (half of
+// them, say) keep each other cooling down and would fail most clients. A
+// client still never waits on more than this one extra attempt.
+func (p *Policy) lastResort(cs *connState) (int, bool) {
+	if cs.tries > 0 {
+		return 0, false
+	}
+	best, bestUp, bestUntil := -1, false, int64(0)
+	for j := range cs.st.pool.Len() {
+		b := cs.st.pool.At(j)
+		if cs.tried(j) || len(b.Addrs()) == 0 {
+			continue
+		}
+		up, until := b.Up(), b.CooldownUntil()
+		if best < 0 || (up && !bestUp) || (up == bestUp && until < bestUntil) {
+			best, bestUp, bestUntil = j, up, until
+		}
+	}
+	return best, best >= 0
 }
 
 func (p *Policy) noneLeft(cs *connState, _ time.Time, why string) (engine.Target, bool) {

@@ -228,11 +228,20 @@ func TestAllBackendsUnavailable(t *testing.T) {
 	if on := f.log.lines("protection mode on"); len(on) != 1 || on[0]["reason"] != "all_backends_unavailable" {
 		t.Fatalf("protection log %v", on)
 	}
-	// Everything is cooling down: the next client gives up at once.
+	// Everything is cooling down: the next client still gets one attempt,
+	// at the backend whose cooldown ends first, then gives up.
 	c = connect(f.p, "192.0.2.1:2", all)
 	c.close(f.p)
-	if len(c.tried) != 0 || c.ok || f.p.Status().NoBackend != 2 {
-		t.Fatalf("tried %v during the cooldowns", c.tried)
+	if len(c.tried) != 1 || c.ok || f.p.Status().NoBackend != 2 {
+		t.Fatalf("tried %v during the cooldowns, want one last-resort attempt", c.tried)
+	}
+	// A answered the last resort with another refusal, so B's cooldown ends
+	// first now; once B answers again it serves a client at once, cooldown
+	// or not.
+	c = connect(f.p, "192.0.2.1:4", failing(map[string]error{A: errRefused}))
+	c.close(f.p)
+	if !c.ok {
+		t.Fatalf("tried %v: a recovered backend in cooldown was never tried", c.tried)
 	}
 	// Unhealthy and out of cooldown: phase 2 tries both once more.
 	f.clk.Advance(10 * time.Second)

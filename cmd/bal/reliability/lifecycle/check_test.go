@@ -136,7 +136,8 @@ func mutate(r *rand.Rand, s string) string {
 		case 8: // flip a byte
 			b := []byte(strings.Join(lines, "\n"))
 			if len(b) > 0 {
-				b[r.IntN(len(b))] = "x:-[]{}#&*!|>'\"\n %@`"[r.IntN(21)]
+				const set = "x:-[]{}#&*!|>'\"\n %@`"
+				b[r.IntN(len(b))] = set[r.IntN(len(set))]
 			}
 			return string(b)
 		}

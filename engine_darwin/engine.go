@@ -8,7 +8,10 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/bal-lb/bal/engine"
 )
@@ -41,6 +44,7 @@ type Engine struct {
 	// localFails logs backend connects that failed for a local reason
 	// (descriptors, ports) at most once a second.
 	localFails engine.RejectLog
+	room       fdRoom
 	stats      struct{ accepted, rejected, active, bytesIn, bytesOut atomic.Uint64 }
 }
 
@@ -109,6 +113,16 @@ func (e *Engine) Stats() engine.Stats {
 
 func (e *Engine) acceptLoop() {
 	defer close(e.acceptEnd)
+	// One descriptor kept in reserve: when accept fails for lack of
+	// descriptors, it is freed to take the waiting connection and reset it,
+	// so that clients over the limit are refused at once instead of
+	// hanging in the listen backlog until descriptors free up.
+	spare := openSpare()
+	defer func() {
+		if spare >= 0 {
+			_ = unix.Close(spare)
+		}
+	}()
 	var backoff time.Duration
 	for {
 		c, err := e.ln.AcceptTCP()
@@ -116,7 +130,19 @@ func (e *Engine) acceptLoop() {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
-			// EMFILE, ENFILE, ENOBUFS...: the listener still works once
+			if spare >= 0 && (errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)) {
+				_ = unix.Close(spare)
+				if e.resetPending() {
+					e.stats.rejected.Add(1)
+					e.rejects.Note("fd_headroom", time.Now())
+				}
+				spare = openSpare()
+				continue
+			}
+			if spare < 0 {
+				spare = openSpare() // for the next time
+			}
+			// ENOBUFS, ENOMEM, no spare...: the listener still works once
 			// the pressure ends. Back off instead of spinning.
 			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
 			e.rejects.Note("accept_error", time.Now())
@@ -125,12 +151,53 @@ func (e *Engine) acceptLoop() {
 			continue
 		}
 		backoff = 0
+		if spare < 0 {
+			spare = openSpare()
+		}
 		e.admit(c)
 	}
 }
 
+// openSpare opens the reserve descriptor; -1 when even that fails.
+func openSpare() int {
+	fd, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1
+	}
+	return fd
+}
+
+// resetPending accepts one waiting connection without blocking and resets
+// it (SO_LINGER 0). It reports whether there was one.
+func (e *Engine) resetPending() bool {
+	rc, err := e.ln.SyscallConn()
+	if err != nil {
+		return false
+	}
+	reset := false
+	_ = rc.Read(func(fd uintptr) bool {
+		nfd, _, err := unix.Accept(int(fd))
+		if err == nil {
+			_ = unix.SetsockoptLinger(nfd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+			_ = unix.Close(nfd)
+			reset = true
+		}
+		return true // one attempt: never wait for a connection here
+	})
+	return reset
+}
+
 func (e *Engine) admit(c *net.TCPConn) {
 	now := time.Now()
+	if !e.room.admit(now) {
+		// Too few descriptors left for the relay (sockets, pipes) and the
+		// rest of bal: reset it now rather than fail half-way.
+		e.stats.rejected.Add(1)
+		e.rejects.Note("fd_headroom", now)
+		_ = c.SetLinger(0)
+		_ = c.Close()
+		return
+	}
 	ci := &engine.ConnInfo{
 		ID:       e.nextID.Add(1),
 		Client:   c.RemoteAddr().(*net.TCPAddr).AddrPort(),

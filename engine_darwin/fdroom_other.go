@@ -1,0 +1,10 @@
+//go:build !linux
+
+package stdengine
+
+// nofileLimit is unknown here: admission does not check descriptors (the
+// accept loop's spare descriptor and back-off still cover EMFILE).
+func nofileLimit() int64 { return 0 }
+
+// openFDs is unknown here.
+func openFDs() int64 { return -1 }

@@ -124,6 +124,9 @@ func TestFDExhaustion(t *testing.T) {
 			case r.err == nil:
 				held = append(held, r.c)
 			case isTimeout(r.err):
+				if hung == 0 {
+					t.Logf("first hung: %v after %v", r.err, r.took)
+				}
 				hung++
 			default:
 				refused++

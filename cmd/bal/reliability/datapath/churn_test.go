@@ -165,10 +165,10 @@ func TestChurn(t *testing.T) {
 		if st, _ := churn(live.Addr(), dead.Addr(), 400, 0, conc); st.failed.Load() > 0 {
 			t.Fatalf("warm-up: %d failed: %v", st.failed.Load(), st.firstErr.Load())
 		}
-		time.Sleep(pick(2*time.Second, 10*time.Second))
+		time.Sleep(pick(time.Second, 10*time.Second))
 		base := live.Usage()
 		st, took := churn(live.Addr(), dead.Addr(), total, rate, conc)
-		settle := pick(5*time.Second, 10*time.Second)
+		settle := pick(3*time.Second, 10*time.Second)
 		time.Sleep(settle)
 		deadline := time.Now().Add(10 * time.Second)
 		var bad map[string]int

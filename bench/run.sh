@@ -116,14 +116,19 @@ running() {
 
 # proc_tree PID: PID and its descendants, space-separated.
 proc_tree() {
-	local out=() queue=("$1") p c
+	local found=() queue=("$1") p f kids
 	while ((${#queue[@]} > 0)); do
 		p=${queue[0]}
 		queue=("${queue[@]:1}")
-		out+=("$p")
-		for c in $(cat /proc/"$p"/task/*/children 2>/dev/null); do queue+=("$c"); done
+		found+=("$p")
+		for f in /proc/"$p"/task/*/children; do
+			[[ -r $f ]] || continue
+			kids=()
+			read -ra kids <"$f" || true
+			queue+=("${kids[@]}")
+		done
 	done
-	echo "${out[*]}"
+	echo "${found[*]}"
 }
 
 # stop_tree PID: SIGTERM, up to 5 s, then SIGKILL to it and its descendants.

@@ -38,6 +38,7 @@ fuzz() { # id package target time
 }
 fuzz 29 ./engine/config/ FuzzParse "$fuzztime"
 fuzz 29 ./engine/control/ FuzzControlRequest "$fuzztime"
+fuzz 29 ./cmd/bal/ FuzzCLI "$short_fuzztime"
 fuzz 29 ./engine/metrics/ FuzzBackendLabel "$short_fuzztime"
 fuzz 29 ./engine/metrics/metricstest/ FuzzParse "$short_fuzztime"
 

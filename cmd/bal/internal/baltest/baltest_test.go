@@ -52,3 +52,17 @@ func TestRecord(t *testing.T) {
 		t.Fatalf("report %q, %v", b, err)
 	}
 }
+
+// TestAsUser: an instance run as an unprivileged user works with the home
+// and config the harness prepares for it.
+func TestAsUser(t *testing.T) {
+	NeedRoot(t)
+	a := NewBackend(t, Name("a"))
+	p := Start(t, Config{Port: FreePort(t), Backends: []string{a.Addr()}}, AsUser(Nobody, Nobody))
+	if name, err := Who(p.Addr()); err != nil || name != "a" {
+		t.Fatalf("through bal as uid %d: %q, %v", Nobody, name, err)
+	}
+	if code := p.Stop(5 * time.Second); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+}

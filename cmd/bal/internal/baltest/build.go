@@ -23,6 +23,11 @@ func Main(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	// Tests run bal as other users too: they must reach the binary.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 	Bin = filepath.Join(dir, "bal")
 	if err := build(Bin); err != nil {
 		fmt.Fprintln(os.Stderr, "building bal:", err)

@@ -80,19 +80,25 @@ func Start(t testing.TB, cfg Config, opts ...Option) *Proc {
 	for _, o := range opts {
 		o(p)
 	}
-	dir := t.TempDir()
-	if p.Home == "" {
+	var dir string
+	if p.uid >= 0 {
+		dir = SharedTempDir(t) // the other user must reach its files
+	} else {
+		dir = t.TempDir()
+	}
+	defaultHome := p.Home == ""
+	if defaultHome {
 		p.Home = filepath.Join(dir, "home")
 	}
 	p.ConfigPath = filepath.Join(dir, "config.yaml")
 	WriteFile(t, p.ConfigPath, cfg.String())
 	if p.uid >= 0 {
-		for _, path := range []string{dir, p.ConfigPath} {
-			if err := os.Chown(path, p.uid, p.gid); err != nil {
-				t.Fatalf("chown %s: %v", path, err)
-			}
+		if err := os.Chown(p.ConfigPath, p.uid, p.gid); err != nil {
+			t.Fatalf("chown %s: %v", p.ConfigPath, err)
 		}
-		_ = os.Chmod(dir, 0o755)
+		if defaultHome {
+			MkdirAs(t, p.Home, 0o700, p.uid, p.gid) // bal refuses a home another uid owns
+		}
 	}
 	p.start(t)
 	return p

@@ -9,7 +9,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Go files that gofmt checks (not testdata, not downloaded node modules).
 GOFILES = $(shell find . -name '*.go' -not -path './.git/*' -not -path '*/testdata/*' -not -path '*/node_modules/*' -not -path './bench/.work/*')
 
-.PHONY: all help build test fmt-check vet cross lint demo soak clean
+.PHONY: all help build test fmt-check vet cross lint demo bench soak clean
 
 all: build
 
@@ -18,6 +18,7 @@ help:
 	@echo "make test    gofmt check, go vet, macOS cross vet+build, go test -race ./..."
 	@echo "make lint    gofmt check, go vet, staticcheck"
 	@echo "make demo    build, start the sample backends, send traffic through bal, stop everything"
+	@echo "make bench   bal vs HAProxy and nginx on loopback (apt-installs wrk, haproxy, nginx, gnuplot; ~12 min)"
 	@echo "make soak    long reliability tests and fuzzing (about an hour); prints test -> figure -> pass"
 	@echo "make clean   remove $(BIN)"
 
@@ -47,6 +48,12 @@ lint: fmt-check vet
 # sample/config.yaml, and stops everything it started, even on failure.
 demo: build
 	@sample/demo.sh $(BIN)
+
+# Side-by-side load test on loopback: bal (gnet and std engines) against
+# HAProxy and nginx stream; writes bench/results/<date>.md, .csv and .svg and
+# prints the table. Options: bench/run.sh -h, e.g. make bench BENCH_ARGS="-d 2 -r 1".
+bench: build
+	bench/run.sh $(BENCH_ARGS)
 
 # The long variants of the reliability tests (cmd/bal/reliability) and the
 # fuzz targets; prints a table of test -> figure -> pass at the end.

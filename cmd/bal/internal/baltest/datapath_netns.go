@@ -3,6 +3,7 @@ package baltest
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"runtime"
 	"sync/atomic"
 	"testing"
@@ -71,4 +72,16 @@ func Veth(t testing.TB, a, b, addrA, addrB string, mtu int) {
 func Sysctl(t testing.TB, ns, key, value string) {
 	t.Helper()
 	NSRun(t, ns, "sysctl", "-q", "-w", key+"="+value)
+}
+
+// NeedTools skips t, naming the Debian package to install, when a command
+// it runs is not on PATH (ip: iproute2, sysctl: procps, tc: iproute2).
+func NeedTools(t testing.TB, names ...string) {
+	t.Helper()
+	pkgs := map[string]string{"ip": "iproute2", "tc": "iproute2", "sysctl": "procps", "ss": "iproute2", "prlimit": "util-linux"}
+	for _, n := range names {
+		if _, err := exec.LookPath(n); err != nil {
+			t.Skipf("%s is not installed (apt-get install %s)", n, pkgs[n])
+		}
+	}
 }

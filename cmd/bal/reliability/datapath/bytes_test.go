@@ -145,6 +145,7 @@ func TestByteExactMatrix(t *testing.T) {
 		})
 	})
 	t.Run("veth-mtu1500", func(t *testing.T) {
+		baltest.NeedTools(t, "ip")
 		forEngine(t, func(t *testing.T, eng string) {
 			nsA, nsB := baltest.NetNS(t), baltest.NetNS(t)
 			baltest.Veth(t, nsA, nsB, "10.213.0.1/24", "10.213.0.2/24", 1500)

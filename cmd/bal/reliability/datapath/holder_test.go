@@ -35,7 +35,24 @@ func init() {
 			if err != nil {
 				return
 			}
-			go func() { _, _ = io.Copy(c, c); c.Close() }()
+			go func() {
+				// A plain read/write echo: io.Copy between two TCP
+				// connections would splice, and Go's splice holds a pipe
+				// (two more descriptors) per blocked copy.
+				buf := make([]byte, 512)
+				for {
+					n, err := c.Read(buf)
+					if n > 0 {
+						if _, werr := c.Write(buf[:n]); werr != nil {
+							break
+						}
+					}
+					if err != nil {
+						break
+					}
+				}
+				c.Close()
+			}()
 		}
 	}()
 	_, _ = io.Copy(io.Discard, os.Stdin)

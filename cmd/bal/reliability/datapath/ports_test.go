@@ -23,6 +23,7 @@ import (
 // closes the client fast (< 100 ms) and never marks the backend down.
 func TestEphemeralPorts(t *testing.T) {
 	baltest.Soak(t)
+	baltest.NeedTools(t, "ip", "sysctl")
 	const total, rate, conc = 20000, 400, 32
 	forEngine(t, func(t *testing.T, eng string) {
 		for _, clientFirst := range []bool{true, false} {

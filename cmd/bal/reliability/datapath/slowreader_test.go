@@ -96,6 +96,7 @@ func TestSlowReaderBoundedMemory(t *testing.T) {
 	conns := pick(20, 50)
 	slowFor := pick(4*time.Second, 30*time.Second)
 	resumeBound := pick(5*time.Second, time.Second)
+	baltest.NeedTools(t, "ip", "sysctl")
 	forEngine(t, func(t *testing.T, eng string) {
 		ns := baltest.NetNS(t)
 		baltest.Sysctl(t, ns, "net.ipv4.tcp_rmem", "4096 65536 262144")

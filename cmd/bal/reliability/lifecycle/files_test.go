@@ -250,7 +250,7 @@ func TestFilesNotFollowed(t *testing.T) {
 		after := baltest.FileHash(victim)
 		var nlink uint64
 		if fi, err := os.Lstat(victim); err == nil {
-			nlink = fi.Sys().(*syscall.Stat_t).Nlink
+			nlink = uint64(fi.Sys().(*syscall.Stat_t).Nlink) // uint16 on darwin
 		}
 		// The victim may keep the attacker's extra link (bal unlinks
 		// only its own name); what matters is that bal never wrote it.

@@ -274,9 +274,16 @@ func (p *Policy) DialResult(c *engine.ConnInfo, t engine.Target, err error, _ ti
 	p.backendFailed(b, p.mono(now), err)
 }
 
-// localFailure reports errors caused by the proxy's own resource limits.
+// localFailure reports errors caused by the proxy's own resource limits:
+// out of descriptors, out of local ports (EADDRNOTAVAIL: every ephemeral
+// port toward that address is in use), or out of kernel memory.
 func localFailure(err error) bool {
-	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)
+	for _, e := range [...]syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.EADDRNOTAVAIL, syscall.ENOBUFS, syscall.ENOMEM} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // backendFailed puts b in cooldown and counts a passive health failure.

@@ -797,20 +797,24 @@ func TestProtectionReasonChangeLogged(t *testing.T) {
 }
 
 func TestLocalFailureDoesNotBlameBackend(t *testing.T) {
-	f := newFixture(t, snapshot(config.RoundRobin, func(r *config.Runtime) { r.ProtectionTriggerThreshold = 1 }, five()[:2]...), Options{})
-	warm(f, 2)
-	emfile := &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("socket", syscall.EMFILE)}
-	c := connect(f.p, "192.0.2.1:1", failing(map[string]error{A: emfile}))
-	c.close(f.p)
-	if !slices.Equal(c.tried, []string{A, B}) || !c.ok {
-		t.Fatalf("tried %v", c.tried)
-	}
-	a := f.backend(t, A)
-	if a.Counters != (pool.Counters{}) || !a.Cooldown.IsZero() || !a.Reachable || a.Streak != 0 {
-		t.Fatalf("A blamed for a local failure: %+v", a)
-	}
-	if st := f.p.Status(); st.Protection.Enabled || st.LocalFailures != 1 {
-		t.Fatalf("status %+v", st)
+	for _, errno := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.EADDRNOTAVAIL, syscall.ENOBUFS, syscall.ENOMEM} {
+		t.Run(errno.Error(), func(t *testing.T) {
+			f := newFixture(t, snapshot(config.RoundRobin, func(r *config.Runtime) { r.ProtectionTriggerThreshold = 1 }, five()[:2]...), Options{})
+			warm(f, 2)
+			local := &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", errno)}
+			c := connect(f.p, "192.0.2.1:1", failing(map[string]error{A: local}))
+			c.close(f.p)
+			if !slices.Equal(c.tried, []string{A, B}) || !c.ok {
+				t.Fatalf("tried %v", c.tried)
+			}
+			a := f.backend(t, A)
+			if a.Counters != (pool.Counters{}) || !a.Cooldown.IsZero() || !a.Reachable || a.Streak != 0 {
+				t.Fatalf("A blamed for a local failure: %+v", a)
+			}
+			if st := f.p.Status(); st.Protection.Enabled || st.LocalFailures != 1 {
+				t.Fatalf("status %+v", st)
+			}
+		})
 	}
 }
 

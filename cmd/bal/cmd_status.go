@@ -68,7 +68,9 @@ type statusJSON struct {
 	Version          *string         `json:"version"` // the running bal's version
 	Started          *time.Time      `json:"started"` // when it started serving
 	Rejected         *uint64         `json:"rejected_connections"`
-	Bytes            *control.Bytes  `json:"bytes"` // relayed since start
+	NoBackend        *uint64         `json:"no_backend_connections"` // admitted, then closed: every backend failed
+	LocalFailures    *uint64         `json:"local_connect_failures"` // backend connects that failed for lack of local fds or ports
+	Bytes            *control.Bytes  `json:"bytes"`                  // relayed since start
 	Draining         *int            `json:"draining_listeners"`
 	DrainTimeoutMS   *int64          `json:"drain_timeout_ms"` // what bal stop waits for, plus 5 s
 	Limits           *control.Limits `json:"limits"`
@@ -88,6 +90,7 @@ type statusBackend struct {
 	Checked       bool             `json:"checked"`
 	FailStreak    uint32           `json:"fail_streak"`
 	CooldownUntil *time.Time       `json:"cooldown_until"`
+	Addresses     []string         `json:"addresses"` // resolved addresses, tried in order
 }
 
 // protectionJSON is protection_mode{enabled, reason}.
@@ -172,6 +175,7 @@ func statusFrom(f *found, flagPath string) *statusJSON {
 			Checked:       b.Checked,
 			FailStreak:    b.FailStreak,
 			CooldownUntil: b.CooldownUntil,
+			Addresses:     b.Addresses,
 		})
 	}
 	res.Active = &st.ActiveConnections
@@ -186,6 +190,8 @@ func statusFrom(f *found, flagPath string) *statusJSON {
 	res.Version = &st.Version
 	res.Started = &st.Started
 	res.Rejected = &st.RejectedConnections
+	res.NoBackend = &st.NoBackendConnections
+	res.LocalFailures = &st.LocalConnectFailures
 	res.Bytes = &st.Bytes
 	res.Draining = &st.DrainingListeners
 	res.DrainTimeoutMS = &st.DrainTimeoutMS

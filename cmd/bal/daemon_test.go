@@ -273,6 +273,12 @@ func TestDaemonLifecycle(t *testing.T) {
 			b.Counters.Timeout == nil || *b.Counters.Timeout != 0 || *b.Counters.Refused != 0 || *b.Counters.Other != 0 {
 			t.Errorf("backend %+v", doc["backends"])
 		}
+		if got := doc["backends"].([]any)[0].(map[string]any)["addresses"]; fmt.Sprint(got) != "["+be.Addr.String()+"]" {
+			t.Errorf("backend addresses %v, want [%s]", got, be.Addr)
+		}
+		if doc["local_connect_failures"] != float64(0) || doc["no_backend_connections"] != float64(0) {
+			t.Errorf("local_connect_failures %v, no_backend_connections %v", doc["local_connect_failures"], doc["no_backend_connections"])
+		}
 		if w.ProtectionMode == nil || w.ProtectionMode.Enabled || w.ProtectionMode.Reason != nil {
 			t.Errorf("protection_mode %v", doc["protection_mode"])
 		}

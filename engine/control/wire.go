@@ -41,7 +41,7 @@ type Status struct {
 	TotalConnections     uint64     `json:"total_connections"`      // admitted since start (rejected excluded)
 	RejectedConnections  uint64     `json:"rejected_connections"`   // reset at admission (max_concurrent_connections, fd headroom)
 	NoBackendConnections uint64     `json:"no_backend_connections"` // admitted, then closed because every backend failed
-	LocalConnectFailures uint64     `json:"local_connect_failures"` // backend connects that failed for lack of local descriptors
+	LocalConnectFailures uint64     `json:"local_connect_failures"` // backend connects that failed for lack of local descriptors or ports
 	Bytes                Bytes      `json:"bytes"`
 	LastCheckTime        *time.Time `json:"last_check_time"` // end of the latest health round
 	HealthRounds         uint64     `json:"health_rounds"`

@@ -18,7 +18,7 @@ var (
 
 // RaceBinary builds bal with the race detector (once per test process,
 // beside Bin, so Main removes it) and returns its path. Start it through
-// WithBinary; its races go to its stderr (the log Proc keeps) as
+// the Binary option; its races go to its stderr (the log Proc keeps) as
 // "WARNING: DATA RACE", and with RaceEnv it exits 66 if it saw any.
 func RaceBinary(t testing.TB) string {
 	t.Helper()
@@ -44,13 +44,3 @@ func RaceEnv() Option { return Env("GORACE=halt_on_error=0 exitcode=66") }
 
 // RaceReports returns the race reports bal wrote to its log so far.
 func (p *Proc) RaceReports() int { return strings.Count(p.RawLog(), "WARNING: DATA RACE") }
-
-// WithBinary runs fn with Bin set to bin, then restores it: Start (and
-// every CLI command run while fn runs) uses bin. Bin is a package variable,
-// so the caller must not run in parallel with other tests of its package.
-func WithBinary(bin string, fn func()) {
-	old := Bin
-	Bin = bin
-	defer func() { Bin = old }()
-	fn()
-}

@@ -47,6 +47,9 @@ func InNetNS(ns string) Option { return func(p *Proc) { p.netns = ns } }
 // Env adds environment variables ("K=V").
 func Env(kv ...string) Option { return func(p *Proc) { p.env = append(p.env, kv...) } }
 
+// Binary runs this bal binary instead of Bin (e.g. RaceBinary's).
+func Binary(path string) Option { return func(p *Proc) { p.bin = path } }
+
 // Home uses this BAL_HOME instead of a fresh temporary one.
 func Home(dir string) Option { return func(p *Proc) { p.Home = dir } }
 
@@ -59,6 +62,7 @@ type Proc struct {
 	Cmd        *exec.Cmd
 
 	uid, gid int
+	bin      string // "" = Bin
 	netns    string
 	env      []string
 
@@ -106,8 +110,11 @@ func Start(t testing.TB, cfg Config, opts ...Option) *Proc {
 
 func (p *Proc) command(args ...string) *exec.Cmd {
 	name := Bin
+	if p.bin != "" {
+		name = p.bin
+	}
 	if p.netns != "" {
-		args = append([]string{"netns", "exec", p.netns, Bin}, args...)
+		args = append([]string{"netns", "exec", p.netns, name}, args...)
 		name = "ip"
 	}
 	c := exec.Command(name, args...)

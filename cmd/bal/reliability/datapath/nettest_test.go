@@ -21,18 +21,14 @@ import (
 // report no data race.
 func TestConnConformance(t *testing.T) {
 	runs := pick(2, 20)
-	// Not parallel: WithBinary swaps the binary for the race-built one.
 	for _, eng := range baltest.Engines() {
 		t.Run(eng, func(t *testing.T) {
 			race := eng == "std"
 			var r *rig
 			if race {
-				bin := baltest.RaceBinary(t)
-				baltest.WithBinary(bin, func() {
-					r = newRig(t, eng, rigOptions{
-						runtime: []string{"connection_idle_timeout_ms: 30000"},
-						extra:   []baltest.Option{baltest.RaceEnv()},
-					})
+				r = newRig(t, eng, rigOptions{
+					runtime: []string{"connection_idle_timeout_ms: 30000"},
+					extra:   []baltest.Option{baltest.Binary(baltest.RaceBinary(t)), baltest.RaceEnv()},
 				})
 			} else {
 				r = newRig(t, eng, rigOptions{runtime: []string{"connection_idle_timeout_ms: 30000"}})

@@ -245,7 +245,12 @@ func (e *Engine) Drain(ctx context.Context) error {
 		e.state = stateStopped
 		return nil
 	}
+	// Closing a listening socket resets the connections the kernel has
+	// already completed but nobody accepted yet. Hold a duplicate of each
+	// listener across gnet's stop, then accept what is queued and serve it.
+	held, _ := listenersOn(e.addr)
 	e.front.stop()
+	e.adoptQueued(held)
 	for _, l := range e.loops {
 		l.trigger(l.drainFn)
 	}
@@ -311,4 +316,42 @@ func (e *Engine) SetBacklog(n int) error {
 	}
 	_, err := relisten(e.addr, n)
 	return err
+}
+
+// adoptQueued accepts every connection still queued on the listening
+// sockets fds (duplicates held across the front's stop), hands each to a
+// data loop like the front does, and closes fds. Only a connection that
+// completes its handshake in the microseconds between the last accept and
+// the close is reset.
+func (e *Engine) adoptQueued(fds []int) {
+	n := 0
+	for _, lfd := range fds {
+		for {
+			fd, sa, err := unix.Accept4(lfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+			if err == unix.EINTR || err == unix.ECONNABORTED {
+				continue
+			}
+			if err != nil {
+				break // EAGAIN: the queue is empty
+			}
+			now := time.Now()
+			p, why := e.admit(sockaddrToAddrPort(sa), func() netip.AddrPort { return e.localOf(fd) }, now)
+			if p == nil {
+				_ = unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+				_ = unix.Close(fd)
+				e.rejected.Add(1)
+				e.rejects.Note(why, now)
+				continue
+			}
+			p.cfd = fd
+			l := e.loops[int(e.rr.Add(1)-1)%len(e.loops)]
+			if e.dispatch(p, l, now) {
+				n++
+			}
+		}
+		_ = unix.Close(lfd)
+	}
+	if n > 0 {
+		e.log.Debug("accepted connections queued at the listener's close", "count", n)
+	}
 }

@@ -805,3 +805,74 @@ func TestUrgentDataFlattened(t *testing.T) {
 		t.Fatal("the pair stalled at the urgent mark")
 	}
 }
+
+// gatedPolicy blocks the first Admit until gate is closed, so the gnet loop
+// sits in OnOpen while later clients complete their handshakes and wait in
+// the kernel's accept queue.
+type gatedPolicy struct {
+	*enginetest.Policy
+	entered chan struct{}
+	gate    chan struct{}
+	once    sync.Once
+}
+
+func (g *gatedPolicy) Admit(c *engine.ConnInfo) bool {
+	first := false
+	g.once.Do(func() { first = true })
+	if first {
+		close(g.entered)
+		<-g.gate
+	}
+	return g.Policy.Admit(c)
+}
+
+// TestDrainServesAcceptQueue: connections the kernel completed but gnet had
+// not accepted when Drain closed the listener are served, not reset (a
+// port-change reload drains the old listener under load).
+func TestDrainServesAcceptQueue(t *testing.T) {
+	b := enginetest.NewBackend(t, enginetest.Echo)
+	pol := &gatedPolicy{Policy: enginetest.NewPolicy(b.Addr), entered: make(chan struct{}), gate: make(chan struct{})}
+	e := startEngine(t, engine.Options{Loops: 1}, pol)
+	first, err := net.DialTimeout("tcp", e.Addr().String(), 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	<-pol.entered
+	const queued = 8
+	var cs []net.Conn
+	for range queued {
+		c, err := net.DialTimeout("tcp", e.Addr().String(), 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		cs = append(cs, c)
+	}
+	drained := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		drained <- e.Drain(ctx)
+	}()
+	time.Sleep(200 * time.Millisecond) // Drain holds the listener and waits for gnet's loop
+	close(pol.gate)
+	served := 0
+	for i, c := range append([]net.Conn{first}, cs...) {
+		msg := []byte(fmt.Sprintf("queued %d", i))
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		back := make([]byte, len(msg))
+		if _, err := c.Write(msg); err == nil {
+			if _, err := io.ReadFull(c, back); err == nil && string(back) == string(msg) {
+				served++
+			}
+		}
+		c.Close()
+	}
+	if served != queued+1 {
+		t.Fatalf("%d of %d connections waiting in the accept queue at drain were served", served, queued+1)
+	}
+	if err := <-drained; err != nil {
+		t.Fatal(err)
+	}
+}

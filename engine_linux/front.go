@@ -147,41 +147,63 @@ func (f *front) OnTick() (time.Duration, gnet.Action) {
 func (f *front) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	e := f.e
 	now := time.Now()
-	if !budget.room(3, e.reserve) {
-		f.reject(c, "fd_headroom", now)
+	p, why := e.admit(addrPortOf(c.RemoteAddr()), func() netip.AddrPort { return e.localOf(c.Fd()) }, now)
+	if p == nil {
+		f.reject(c, why, now)
 		return nil, gnet.Close
+	}
+	fd, err := c.Dup()
+	if err != nil {
+		e.unadmit(p, now)
+		_ = c.SetLinger(0)
+		e.log.Warn("detaching an accepted socket failed", "client", p.info.Client.String(), "err", err)
+		return nil, gnet.Close
+	}
+	p.cfd = fd
+	if !e.dispatch(p, e.pickLoop(c.EventLoop()), now) {
+		_ = c.SetLinger(0)
+	}
+	return nil, gnet.Close
+}
+
+// admit builds the pair of a newly accepted client and asks for admission:
+// descriptor headroom first (an accept that fails with EMFILE would stop
+// gnet), then the policy. It returns nil and the reason when refused.
+func (e *Engine) admit(client netip.AddrPort, local func() netip.AddrPort, now time.Time) (*pair, string) {
+	if !budget.room(3, e.reserve) {
+		return nil, "fd_headroom"
 	}
 	p := newPair()
 	p.info.ID = e.nextID.Add(1)
-	p.info.Client = addrPortOf(c.RemoteAddr())
-	p.info.Local = e.localOf(c)
+	p.info.Client = client
+	p.info.Local = local()
 	p.info.Accepted = now
 	if !e.pol.Admit(&p.info) {
-		f.reject(c, "max_connections", now)
-		return nil, gnet.Close
+		return nil, "max_connections"
 	}
 	budget.own.Add(pairFDs)
 	e.accepted.Add(1)
 	e.active.Add(1)
-	fd, err := c.Dup()
-	if err != nil {
-		budget.own.Add(-pairFDs)
-		e.active.Add(-1)
-		_ = c.SetLinger(0)
-		e.log.Warn("detaching an accepted socket failed", "client", p.info.Client.String(), "err", err)
-		e.pol.Closed(&p.info, engine.CloseInfo{Reason: engine.CloseError, Duration: time.Since(now)})
-		return nil, gnet.Close
-	}
-	p.cfd = fd
-	l := e.pickLoop(c.EventLoop())
+	return p, ""
+}
+
+// unadmit undoes admit for a pair that never reached a data loop.
+func (e *Engine) unadmit(p *pair, now time.Time) {
+	budget.own.Add(-pairFDs)
+	e.active.Add(-1)
+	e.pol.Closed(&p.info, engine.CloseInfo{Reason: engine.CloseError, Duration: time.Since(now)})
+}
+
+// dispatch hands an admitted pair, whose client socket p.cfd it now owns,
+// to data loop l. On failure it closes p.cfd, undoes the admission and
+// returns false.
+func (e *Engine) dispatch(p *pair, l *loop, now time.Time) bool {
 	if err := l.poller.Trigger(queue.HighPriority, l.adoptFn, p); err != nil {
-		_ = unix.Close(fd)
-		budget.own.Add(-pairFDs)
-		e.active.Add(-1)
-		_ = c.SetLinger(0)
-		e.pol.Closed(&p.info, engine.CloseInfo{Reason: engine.CloseError, Duration: time.Since(now)})
+		_ = unix.Close(p.cfd)
+		e.unadmit(p, now)
+		return false
 	}
-	return nil, gnet.Close
+	return true
 }
 
 // reject resets the client (SO_LINGER 0, so no TIME_WAIT piles up).
@@ -191,13 +213,13 @@ func (f *front) reject(c gnet.Conn, reason string, now time.Time) {
 	f.e.rejects.Note(reason, now)
 }
 
-// localOf is the address the client connected to: the listen address, or
-// the kernel's answer when listening on a wildcard address.
-func (e *Engine) localOf(c gnet.Conn) netip.AddrPort {
+// localOf is the address the client of socket fd connected to: the listen
+// address, or the kernel's answer when listening on a wildcard address.
+func (e *Engine) localOf(fd int) netip.AddrPort {
 	if !e.wildcard {
 		return e.addr
 	}
-	sa, err := unix.Getsockname(c.Fd())
+	sa, err := unix.Getsockname(fd)
 	if err != nil {
 		return e.addr
 	}

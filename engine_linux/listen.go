@@ -63,22 +63,41 @@ func reservePort(addr netip.AddrPort) (fd int, port uint16, err error) {
 // relisten calls listen(2) again with backlog on every listening TCP socket
 // of this process bound to addr: Linux then changes the accept queue limit
 // of a listening socket. gnet listens with somaxconn and only exposes loop
-// 0's listener, so its sockets are found through /proc/self/fd. Each
-// candidate is dup'ed first so that a descriptor closed and reused
-// concurrently is never mistaken for another. It returns how many sockets it
-// changed.
+// 0's listener, so its sockets are found through /proc/self/fd. It returns
+// how many sockets it changed.
 func relisten(addr netip.AddrPort, backlog int) (int, error) {
-	f, err := os.Open("/proc/self/fd")
-	if err != nil {
-		return 0, err
-	}
-	names, err := f.Readdirnames(-1)
-	_ = f.Close()
+	fds, err := listenersOn(addr)
 	if err != nil {
 		return 0, err
 	}
 	var n int
 	var errs []error
+	for _, fd := range fds {
+		if err := unix.Listen(fd, backlog); err != nil {
+			errs = append(errs, os.NewSyscallError("listen", err))
+		} else {
+			n++
+		}
+		_ = unix.Close(fd)
+	}
+	return n, errors.Join(errs...)
+}
+
+// listenersOn returns a duplicate of every listening TCP socket of this
+// process bound to addr; the caller closes them. Each candidate descriptor
+// is dup'ed before it is inspected, so one closed and reused concurrently is
+// never mistaken for another.
+func listenersOn(addr netip.AddrPort) ([]int, error) {
+	f, err := os.Open("/proc/self/fd")
+	if err != nil {
+		return nil, err
+	}
+	names, err := f.Readdirnames(-1)
+	_ = f.Close()
+	if err != nil {
+		return nil, err
+	}
+	var fds []int
 	for _, name := range names {
 		fd, err := strconv.Atoi(name)
 		if err != nil {
@@ -89,15 +108,12 @@ func relisten(addr netip.AddrPort, backlog int) (int, error) {
 			continue
 		}
 		if isListenerOn(dup, addr) {
-			if err := unix.Listen(dup, backlog); err != nil {
-				errs = append(errs, os.NewSyscallError("listen", err))
-			} else {
-				n++
-			}
+			fds = append(fds, dup)
+		} else {
+			_ = unix.Close(dup)
 		}
-		_ = unix.Close(dup)
 	}
-	return n, errors.Join(errs...)
+	return fds, nil
 }
 
 // isListenerOn reports whether fd is a listening TCP socket bound to addr.

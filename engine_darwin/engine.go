@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -33,7 +34,8 @@ type Engine struct {
 
 	mu      sync.Mutex
 	pairs   map[*pair]struct{}
-	stopped bool          // Drain or Close called
+	closing bool          // Drain or Close called: the listener is closing
+	stopped bool          // the listener is closed and its queue served
 	idle    chan struct{} // closed when pairs becomes empty after stopped
 
 	conns     sync.WaitGroup // connection goroutines
@@ -245,9 +247,28 @@ func (e *Engine) finished(p *pair) {
 }
 
 // stopAccepting closes the listener once and waits for the accept loop.
-func (e *Engine) stopAccepting() {
+// With serveQueue (Drain) the connections the kernel completed but nobody
+// accepted yet are accepted and served first, instead of being reset by the
+// listener's close.
+func (e *Engine) stopAccepting(serveQueue bool) {
 	e.mu.Lock()
-	first := !e.stopped
+	first := !e.closing
+	e.closing = true
+	e.mu.Unlock()
+	if e.ln != nil {
+		held := -1
+		if first && serveQueue {
+			held = dupListener(e.ln)
+		}
+		if first {
+			_ = e.ln.Close()
+		}
+		<-e.acceptEnd
+		if held >= 0 {
+			e.acceptQueued(held)
+		}
+	}
+	e.mu.Lock()
 	e.stopped = true
 	if len(e.pairs) == 0 {
 		select {
@@ -257,18 +278,36 @@ func (e *Engine) stopAccepting() {
 		}
 	}
 	e.mu.Unlock()
-	if first && e.ln != nil {
-		_ = e.ln.Close()
-	}
-	if e.ln != nil {
-		<-e.acceptEnd
+}
+
+// acceptQueued admits every connection still queued on the listening
+// socket held (a duplicate kept across the listener's close), then closes
+// held.
+func (e *Engine) acceptQueued(held int) {
+	defer unix.Close(held)
+	for {
+		fd, _, err := unix.Accept(held)
+		if err == unix.EINTR || err == unix.ECONNABORTED {
+			continue
+		}
+		if err != nil {
+			return // EAGAIN: the queue is empty
+		}
+		unix.CloseOnExec(fd)
+		f := os.NewFile(uintptr(fd), "queued")
+		c, err := net.FileConn(f)
+		_ = f.Close()
+		if err != nil {
+			continue
+		}
+		e.admit(c.(*net.TCPConn))
 	}
 }
 
 // Drain stops accepting, waits for open connections until ctx is done, then
 // closes the rest.
 func (e *Engine) Drain(ctx context.Context) error {
-	e.stopAccepting()
+	e.stopAccepting(true)
 	select {
 	case <-e.idle:
 	case <-ctx.Done():
@@ -281,7 +320,7 @@ func (e *Engine) Drain(ctx context.Context) error {
 
 // Close stops accepting and closes every connection at once.
 func (e *Engine) Close() error {
-	e.stopAccepting()
+	e.stopAccepting(false)
 	e.forceClose(engine.CloseDrained)
 	e.conns.Wait()
 	return nil

@@ -54,3 +54,20 @@ func (e *Engine) SetBacklog(n int) error {
 	}
 	return relisten(e.ln, n)
 }
+
+// dupListener returns a duplicate of the listener's socket (-1 on failure),
+// which keeps the socket and its accept queue alive after ln.Close.
+func dupListener(ln *net.TCPListener) int {
+	rc, err := ln.SyscallConn()
+	if err != nil {
+		return -1
+	}
+	dup := -1
+	_ = rc.Control(func(fd uintptr) {
+		if d, err := unix.Dup(int(fd)); err == nil {
+			unix.CloseOnExec(d)
+			dup = d
+		}
+	})
+	return dup
+}

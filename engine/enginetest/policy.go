@@ -16,6 +16,9 @@ import (
 type Policy struct {
 	// MaxConns > 0 makes Admit refuse beyond that many open connections.
 	MaxConns int64
+	// OnAdmit, when set, runs at the start of every Admit (tests use it to
+	// hold an engine's accept path).
+	OnAdmit func(*engine.ConnInfo)
 
 	mu      sync.Mutex
 	targets []netip.AddrPort
@@ -57,6 +60,9 @@ func (p *Policy) SetTargets(targets ...netip.AddrPort) {
 
 // Admit implements engine.Policy.
 func (p *Policy) Admit(c *engine.ConnInfo) bool {
+	if p.OnAdmit != nil {
+		p.OnAdmit(c)
+	}
 	if n := p.active.Add(1); p.MaxConns > 0 && n > p.MaxConns {
 		p.active.Add(-1)
 		p.refused.Add(1)

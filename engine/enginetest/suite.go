@@ -57,6 +57,7 @@ func RunWith(t *testing.T, newEngine engine.Factory, o Options) {
 		{"AdmissionLimit", s.testAdmission},
 		{"Drain/FinishesInFlight", s.testDrain},
 		{"Drain/Deadline", s.testDrainDeadline},
+		{"Drain/ServesAcceptQueue", s.testDrainAcceptQueue},
 		{"CloseForcesAll", s.testClose},
 		{"ProxyProtocol/v1", func(t *testing.T) { s.testProxyProtocol(t, engine.ProxyV1, false) }},
 		{"ProxyProtocol/v2", func(t *testing.T) { s.testProxyProtocol(t, engine.ProxyV2, false) }},
@@ -766,5 +767,56 @@ func (s *suite) testStats(t *testing.T) {
 	st := h.eng.Stats()
 	if st.Accepted != 1 || st.BytesIn != 1234 || st.BytesOut != 3000 || st.Active != 0 {
 		t.Fatalf("Stats = %+v, want 1 accepted, 1234 in, 3000 out, 0 active", st)
+	}
+}
+
+// testDrainAcceptQueue: clients whose handshake the kernel completed but
+// that the engine had not accepted yet when Drain closed the listener are
+// served, not reset (a reload that moves the listener drains the old one
+// under load). The first Admit is held so that later clients queue.
+func (s *suite) testDrainAcceptQueue(t *testing.T) {
+	b := NewBackend(t, Echo)
+	pol := NewPolicy(b.Addr)
+	entered, gate := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	pol.OnAdmit = func(*engine.ConnInfo) {
+		first := false
+		once.Do(func() { first = true })
+		if first {
+			close(entered)
+			<-gate
+		}
+	}
+	h := s.start(t, pol, defaultTunables, "")
+	cs := []*net.TCPConn{h.dial()}
+	<-entered
+	for range 8 {
+		cs = append(cs, h.dial())
+	}
+	drained := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		drained <- h.eng.Drain(ctx)
+	}()
+	time.Sleep(200 * time.Millisecond) // Drain is closing the listener
+	close(gate)
+	served := 0
+	for i, c := range cs {
+		msg := []byte(fmt.Sprintf("queued %d", i))
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		back := make([]byte, len(msg))
+		if _, err := c.Write(msg); err == nil {
+			if _, err := io.ReadFull(c, back); err == nil && bytes.Equal(back, msg) {
+				served++
+			}
+		}
+		c.Close()
+	}
+	if served != len(cs) {
+		t.Fatalf("%d of %d clients waiting at drain were served", served, len(cs))
+	}
+	if err := <-drained; err != nil {
+		t.Fatal(err)
 	}
 }

@@ -805,4 +805,3 @@ func TestUrgentDataFlattened(t *testing.T) {
 		t.Fatal("the pair stalled at the urgent mark")
 	}
 }
-

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bal-lb/bal/cmd/bal/internal/baltest"
 	"github.com/bal-lb/bal/engine/control"
 	"github.com/bal-lb/bal/engine/enginetest"
 	"github.com/bal-lb/bal/engine/pidfile"
@@ -39,16 +40,18 @@ type daemonEnv struct {
 // newDaemonEnv writes cfg as dir/config.yaml. bal is not started; the
 // cleanup kills whatever bal the home's PID file names, so no daemon
 // outlives the test even when it fails half-way.
-func newDaemonEnv(t *testing.T, cfg balConfig) *daemonEnv {
+func newDaemonEnv(t *testing.T, cfg baltest.Config) *daemonEnv {
 	t.Helper()
-	d := &daemonEnv{t: t, dir: t.TempDir(), cfg: "config.yaml", port: cfg.port}
+	d := &daemonEnv{t: t, dir: t.TempDir(), cfg: "config.yaml", port: cfg.Port}
 	d.home = filepath.Join(t.TempDir(), "home")
 	d.write(cfg.String())
 	t.Cleanup(d.kill)
 	return d
 }
 
-func (d *daemonEnv) write(content string) { writeFile(d.t, filepath.Join(d.dir, d.cfg), content) }
+func (d *daemonEnv) write(content string) {
+	baltest.WriteFile(d.t, filepath.Join(d.dir, d.cfg), content)
+}
 
 func (d *daemonEnv) bal(args ...string) (int, string, string) {
 	d.t.Helper()
@@ -187,7 +190,7 @@ func (d *daemonEnv) waitStatus(what string, ok func(statusWire) bool) (map[strin
 // daemonConfig is a config for one backend with fast health checks and a
 // connection limit every engine's descriptors fit in; runtime lines (as
 // "key: value") add to or override those.
-func daemonConfig(t *testing.T, backend string, runtime ...string) balConfig {
+func daemonConfig(t *testing.T, backend string, runtime ...string) baltest.Config {
 	lines := runtime
 	for _, def := range []string{"health_check_interval_ms: 100", "max_concurrent_connections: 1000"} {
 		key, _, _ := strings.Cut(def, ":")
@@ -199,7 +202,7 @@ func daemonConfig(t *testing.T, backend string, runtime ...string) balConfig {
 			lines = append(lines, def)
 		}
 	}
-	return balConfig{port: freePort(t), engine: testEngines()[0], backends: []string{backend}, runtime: lines}
+	return baltest.Config{Port: freePort(t), Engine: baltest.Engines()[0], Backends: []string{backend}, Runtime: lines}
 }
 
 // TestDaemonLifecycle walks one daemon through start -d, status, doctor,
@@ -262,7 +265,7 @@ func TestDaemonLifecycle(t *testing.T) {
 		}
 		abs := filepath.Join(d.dir, d.cfg)
 		if !w.Running || *w.PID != pid || w.ConfigPath != abs || *w.BindAddress != "127.0.0.1" || *w.Port != d.port ||
-			*w.Method != "round_robin" || *w.Engine != testEngines()[0] || *w.UptimeS < 0 || *w.BackendTotal != 1 || *w.BackendReachable != 1 {
+			*w.Method != "round_robin" || *w.Engine != baltest.Engines()[0] || *w.UptimeS < 0 || *w.BackendTotal != 1 || *w.BackendReachable != 1 {
 			t.Errorf("status identity: %+v", doc)
 		}
 		if len(w.Backends) != 1 {
@@ -490,15 +493,15 @@ func TestDaemonStartFails(t *testing.T) {
 
 	tests := []struct {
 		name   string
-		config func(cfg balConfig) string
+		config func(cfg baltest.Config) string
 		args   []string
 		stderr []string
 	}{
-		{"port in use", func(c balConfig) string { c.port = takenPort; return c.String() }, nil,
+		{"port in use", func(c baltest.Config) string { c.Port = takenPort; return c.String() }, nil,
 			[]string{fmt.Sprintf("listen 127.0.0.1:%d", takenPort), "address already in use"}},
-		{"invalid config", func(c balConfig) string { return c.String() + "wat: 1\n" }, nil,
+		{"invalid config", func(c baltest.Config) string { return c.String() + "wat: 1\n" }, nil,
 			[]string{"bal start: invalid config", `unknown key "wat"`}},
-		{"missing config", func(c balConfig) string { return c.String() }, []string{"start", "-d", "-c", "elsewhere.yaml"},
+		{"missing config", func(c baltest.Config) string { return c.String() }, []string{"start", "-d", "-c", "elsewhere.yaml"},
 			[]string{"bal start: config file not found:", "elsewhere.yaml"}},
 	}
 	for _, tt := range tests {
@@ -540,7 +543,7 @@ func TestDaemonPidSymlink(t *testing.T) {
 		t.Fatal(err)
 	}
 	victim := filepath.Join(t.TempDir(), "victim")
-	writeFile(t, victim, "precious\n")
+	baltest.WriteFile(t, victim, "precious\n")
 	if err := os.Symlink(victim, d.path(pidFileName)); err != nil {
 		t.Fatal(err)
 	}
@@ -579,7 +582,7 @@ func TestStopStalePid(t *testing.T) {
 	if err := os.MkdirAll(d.home, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, d.path(pidFileName), strconv.Itoa(sleeper.Process.Pid)+"\n")
+	baltest.WriteFile(t, d.path(pidFileName), strconv.Itoa(sleeper.Process.Pid)+"\n")
 
 	code, _, stderr := d.bal("stop", "--timeout", "2s")
 	if code != 1 || !strings.Contains(stderr, "is not bal") {
@@ -744,13 +747,11 @@ func TestNotifySocket(t *testing.T) {
 
 	be := enginetest.NewBackend(t, enginetest.Echo)
 	cfg := daemonConfig(t, be.Addr.String())
-	home := filepath.Join(t.TempDir(), "home")
-	path := filepath.Join(t.TempDir(), "config.yaml")
-	writeFile(t, path, cfg.String())
-	p := startBalProc(t, home, path, cfg.port)
+	p := baltest.Start(t, cfg)
+	home := p.Home
 
 	ready := next()
-	if !strings.Contains(ready, "READY=1") || !strings.Contains(ready, fmt.Sprintf("MAINPID=%d", p.cmd.Process.Pid)) {
+	if !strings.Contains(ready, "READY=1") || !strings.Contains(ready, fmt.Sprintf("MAINPID=%d", p.PID())) {
 		t.Errorf("first notification %q", ready)
 	}
 	code, _, stderr := runBal(t, t.TempDir(), home, "graceful")
@@ -770,7 +771,7 @@ func TestNotifySocket(t *testing.T) {
 	if got := next(); got != "STOPPING=1" {
 		t.Errorf("stop notification %q", got)
 	}
-	if code := p.wait(10 * time.Second); code != 0 {
+	if code := p.Wait(10 * time.Second); code != 0 {
 		t.Errorf("exit code %d", code)
 	}
 }
@@ -873,9 +874,9 @@ func TestDoctorWithoutDaemon(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := daemonConfig(t, tt.backends[0], tt.runtime...)
-			cfg.backends = tt.backends
+			cfg.Backends = tt.backends
 			if tt.port != 0 {
-				cfg.port = tt.port
+				cfg.Port = tt.port
 			}
 			d := newDaemonEnv(t, cfg)
 			if tt.homeMode != 0 {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bal-lb/bal/cmd/bal/internal/baltest"
 	"github.com/bal-lb/bal/engine/enginetest"
 )
 
@@ -21,32 +22,16 @@ func named(t *testing.T, name string) *enginetest.Backend {
 	return enginetest.NewBackend(t, func(c *net.TCPConn) { _, _ = io.WriteString(c, name) })
 }
 
-// whoAnswers connects through bal and returns the backend's name.
-func whoAnswers(addr string) (string, error) {
-	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
-	if err != nil {
-		return "", err
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
-	b, err := io.ReadAll(c)
-	if err == nil && len(b) == 0 {
-		err = io.ErrUnexpectedEOF
-	}
-	return string(b), err
-}
-
-// runInstance writes cfg and starts bal with it in a fresh BAL_HOME.
-func runInstance(t *testing.T, cfg balConfig) (*balProc, string) {
+// runInstance starts bal with cfg in a fresh BAL_HOME and returns it and
+// its config file.
+func runInstance(t *testing.T, cfg baltest.Config) (*baltest.Proc, string) {
 	t.Helper()
-	home := filepath.Join(t.TempDir(), "home")
-	path := filepath.Join(t.TempDir(), "config.yaml")
-	writeFile(t, path, cfg.String())
-	return startBalProc(t, home, path, cfg.port), path
+	p := baltest.Start(t, cfg)
+	return p, p.ConfigPath
 }
 
 func TestDataPathBlackBox(t *testing.T) {
-	for _, eng := range testEngines() {
+	for _, eng := range baltest.Engines() {
 		t.Run(eng, func(t *testing.T) {
 			t.Run("RoundRobin", func(t *testing.T) { testRoundRobin(t, eng) })
 			t.Run("Weights3to1", func(t *testing.T) { testWeights(t, eng) })
@@ -61,7 +46,7 @@ func distribution(t *testing.T, addr string, n int) map[string]int {
 	t.Helper()
 	got := map[string]int{}
 	for i := range n {
-		name, err := whoAnswers(addr)
+		name, err := baltest.Who(addr)
 		if err != nil {
 			t.Fatalf("connection %d: %v", i, err)
 		}
@@ -72,16 +57,16 @@ func distribution(t *testing.T, addr string, n int) map[string]int {
 
 func testRoundRobin(t *testing.T, eng string) {
 	a, b := named(t, "a"), named(t, "b")
-	p, _ := runInstance(t, balConfig{port: freePort(t), engine: eng, backends: []string{a.Addr.String(), b.Addr.String()}})
-	if got := distribution(t, p.addr(), 10); got["a"] != 5 || got["b"] != 5 {
+	p, _ := runInstance(t, baltest.Config{Port: freePort(t), Engine: eng, Backends: []string{a.Addr.String(), b.Addr.String()}})
+	if got := distribution(t, p.Addr(), 10); got["a"] != 5 || got["b"] != 5 {
 		t.Fatalf("10 connections went %v, want 5/5", got)
 	}
 }
 
 func testWeights(t *testing.T, eng string) {
 	a, b := named(t, "a"), named(t, "b")
-	p, _ := runInstance(t, balConfig{port: freePort(t), engine: eng, backends: []string{a.Addr.String() + " 3", b.Addr.String() + " 1"}})
-	if got := distribution(t, p.addr(), 40); got["a"] != 30 || got["b"] != 10 {
+	p, _ := runInstance(t, baltest.Config{Port: freePort(t), Engine: eng, Backends: []string{a.Addr.String() + " 3", b.Addr.String() + " 1"}})
+	if got := distribution(t, p.Addr(), 40); got["a"] != 30 || got["b"] != 10 {
 		t.Fatalf("40 connections went %v, want 30/10 (weights 3:1)", got)
 	}
 }
@@ -89,16 +74,16 @@ func testWeights(t *testing.T, eng string) {
 func testOneDown(t *testing.T, eng string) {
 	a := named(t, "a")
 	dead := enginetest.DeadAddr(t)
-	p, _ := runInstance(t, balConfig{port: freePort(t), engine: eng, backends: []string{a.Addr.String(), dead.String()}})
-	if got := distribution(t, p.addr(), 20); got["a"] != 20 {
+	p, _ := runInstance(t, baltest.Config{Port: freePort(t), Engine: eng, Backends: []string{a.Addr.String(), dead.String()}})
+	if got := distribution(t, p.Addr(), 20); got["a"] != 20 {
 		t.Fatalf("with one backend's port closed: %v, want every connection served by a", got)
 	}
 }
 
 func testAllBackendsDown(t *testing.T, eng string) {
-	p, _ := runInstance(t, balConfig{port: freePort(t), engine: eng, backends: []string{enginetest.DeadAddr(t).String(), enginetest.DeadAddr(t).String()}})
+	p, _ := runInstance(t, baltest.Config{Port: freePort(t), Engine: eng, Backends: []string{enginetest.DeadAddr(t).String(), enginetest.DeadAddr(t).String()}})
 	for i := range 3 {
-		c, err := net.DialTimeout("tcp", p.addr(), 2*time.Second)
+		c, err := net.DialTimeout("tcp", p.Addr(), 2*time.Second)
 		if err != nil {
 			t.Fatalf("bal must accept even when every backend is down: %v", err)
 		}
@@ -131,11 +116,11 @@ func testTermDuringTransfer(t *testing.T, eng string) {
 			time.Sleep(40 * time.Millisecond) // about 1.3 s in all
 		}
 	})
-	p, _ := runInstance(t, balConfig{port: freePort(t), engine: eng, backends: []string{slow.Addr.String()}})
-	if pid, err := os.ReadFile(p.pidFile()); err != nil || string(bytes.TrimSpace(pid)) != strconv.Itoa(p.cmd.Process.Pid) {
-		t.Fatalf("pid file %q, %v; want %d", pid, err, p.cmd.Process.Pid)
+	p, _ := runInstance(t, baltest.Config{Port: freePort(t), Engine: eng, Backends: []string{slow.Addr.String()}})
+	if pid, err := os.ReadFile(filepath.Join(p.Home, pidFileName)); err != nil || string(bytes.TrimSpace(pid)) != strconv.Itoa(p.PID()) {
+		t.Fatalf("pid file %q, %v; want %d", pid, err, p.PID())
 	}
-	c, err := net.DialTimeout("tcp", p.addr(), 2*time.Second)
+	c, err := net.DialTimeout("tcp", p.Addr(), 2*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,11 +130,11 @@ func testTermDuringTransfer(t *testing.T, eng string) {
 	if _, err := io.ReadFull(c, first); err != nil {
 		t.Fatal(err)
 	}
-	p.signal(syscall.SIGTERM)
-	p.waitLog(0, "shutting down: no new connections; draining", nil, 5*time.Second)
+	p.Signal(syscall.SIGTERM)
+	p.WaitLog(0, "shutting down: no new connections; draining", nil, 5*time.Second)
 	refused := false
 	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		nc, err := net.DialTimeout("tcp", p.addr(), time.Second)
+		nc, err := net.DialTimeout("tcp", p.Addr(), time.Second)
 		if err != nil {
 			refused = true
 			break
@@ -164,10 +149,10 @@ func testTermDuringTransfer(t *testing.T, eng string) {
 		t.Fatalf("transfer during shutdown: %d bytes, sha ok %v, err %v", n, sum == enginetest.StreamSum(9, size), err)
 	}
 	c.Close()
-	if code := p.wait(10 * time.Second); code != 0 {
+	if code := p.Wait(10 * time.Second); code != 0 {
 		t.Fatalf("exit code %d after a clean drain, want 0", code)
 	}
-	if _, err := os.Stat(p.pidFile()); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(p.Home, pidFileName)); !os.IsNotExist(err) {
 		t.Fatalf("pid file left behind: %v", err)
 	}
 }

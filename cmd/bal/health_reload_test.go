@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -11,90 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bal-lb/bal/cmd/bal/internal/baltest"
 	"github.com/bal-lb/bal/engine/enginetest"
 )
 
 // Black-box tests of issue 4: health checks, protection mode and reloads
 // with the real binary.
-
-// killable is a backend on a fixed loopback port that the test can kill
-// (listener and connections closed: connects are refused) and restart.
-type killable struct {
-	t      *testing.T
-	port   int
-	handle func(*net.TCPConn)
-
-	mu    sync.Mutex
-	ln    *net.TCPListener
-	conns map[*net.TCPConn]struct{}
-	wg    sync.WaitGroup
-}
-
-func newKillable(t *testing.T, handle func(*net.TCPConn)) *killable {
-	k := &killable{t: t, port: freePort(t), handle: handle, conns: map[*net.TCPConn]struct{}{}}
-	k.start()
-	t.Cleanup(k.kill)
-	return k
-}
-
-func (k *killable) addr() string { return fmt.Sprintf("127.0.0.1:%d", k.port) }
-
-func (k *killable) start() {
-	k.t.Helper()
-	var ln net.Listener
-	var err error
-	for range 100 { // the port may linger briefly after a kill
-		if ln, err = net.Listen("tcp", k.addr()); err == nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
-		k.t.Fatalf("restart backend on %s: %v", k.addr(), err)
-	}
-	k.mu.Lock()
-	k.ln = ln.(*net.TCPListener)
-	k.mu.Unlock()
-	k.wg.Add(1)
-	go func() {
-		defer k.wg.Done()
-		for {
-			c, err := ln.(*net.TCPListener).AcceptTCP()
-			if err != nil {
-				return
-			}
-			k.mu.Lock()
-			k.conns[c] = struct{}{}
-			k.mu.Unlock()
-			k.wg.Add(1)
-			go func() {
-				defer k.wg.Done()
-				k.handle(c)
-				c.Close()
-				k.mu.Lock()
-				delete(k.conns, c)
-				k.mu.Unlock()
-			}()
-		}
-	}()
-}
-
-func (k *killable) kill() {
-	k.mu.Lock()
-	if k.ln != nil {
-		k.ln.Close()
-		k.ln = nil
-	}
-	for c := range k.conns {
-		c.Close()
-	}
-	k.mu.Unlock()
-	k.wg.Wait()
-}
-
-func nameHandler(name string) func(*net.TCPConn) {
-	return func(c *net.TCPConn) { _, _ = io.WriteString(c, name) }
-}
 
 // outcome is one client connection of a load loop.
 type outcome struct {
@@ -118,7 +39,7 @@ func loadLoop(addr string, stop <-chan struct{}) <-chan []outcome {
 			case <-time.After(5 * time.Millisecond):
 			}
 			began := time.Now()
-			name, err := whoAnswers(addr)
+			name, err := baltest.Who(addr)
 			res = append(res, outcome{at: began, took: time.Since(began), name: name, err: err})
 		}
 	}()
@@ -142,7 +63,7 @@ func healthRuntime() []string {
 }
 
 func TestHealthBlackBox(t *testing.T) {
-	for _, eng := range testEngines() {
+	for _, eng := range baltest.Engines() {
 		t.Run(eng, func(t *testing.T) {
 			t.Run("KilledUnderLoadThenBack", func(t *testing.T) { testKilledUnderLoad(t, eng) })
 			t.Run("DeadAtStartup", func(t *testing.T) { testDeadAtStartup(t, eng) })
@@ -153,15 +74,15 @@ func TestHealthBlackBox(t *testing.T) {
 }
 
 func testKilledUnderLoad(t *testing.T, eng string) {
-	a, b := newKillable(t, nameHandler("a")), newKillable(t, nameHandler("b"))
-	p, _ := runInstance(t, balConfig{port: freePort(t), engine: eng, backends: []string{a.addr(), b.addr()}, runtime: healthRuntime()})
+	a, b := baltest.NewBackend(t, baltest.Name("a")), baltest.NewBackend(t, baltest.Name("b"))
+	p, _ := runInstance(t, baltest.Config{Port: freePort(t), Engine: eng, Backends: []string{a.Addr(), b.Addr()}, Runtime: healthRuntime()})
 	stop := make(chan struct{})
-	results := loadLoop(p.addr(), stop)
+	results := loadLoop(p.Addr(), stop)
 	time.Sleep(500 * time.Millisecond)
 	killed := time.Now()
-	b.kill()
+	b.Kill()
 	bound := hcInterval*hcFall + time.Second
-	down := p.waitLog(0, "backend down", map[string]string{"backend": b.addr()}, bound+time.Second)
+	down := p.WaitLog(0, "backend down", map[string]string{"backend": b.Addr()}, bound+time.Second)
 	if down.Time.Sub(killed) > bound {
 		t.Errorf("b marked down %v after the kill, want within %v", down.Time.Sub(killed), bound)
 	}
@@ -189,7 +110,7 @@ func testKilledUnderLoad(t *testing.T, eng string) {
 	// after the bound (the log is at debug level in these tests).
 	from := 0
 	for {
-		e, i := p.findLog(from, "backend connect failed", map[string]string{"backend": b.addr()})
+		e, i := p.FindLog(from, "backend connect failed", map[string]string{"backend": b.Addr()})
 		if i < 0 {
 			break
 		}
@@ -201,10 +122,10 @@ func testKilledUnderLoad(t *testing.T, eng string) {
 
 	// It comes back: traffic reaches it again within interval × rise + 1 s.
 	back := time.Now()
-	b.start()
+	b.Start()
 	deadline := back.Add(hcInterval*hcRise + time.Second)
 	for {
-		name, err := whoAnswers(p.addr())
+		name, err := baltest.Who(p.Addr())
 		if err == nil && name == "b" {
 			break
 		}
@@ -216,12 +137,12 @@ func testKilledUnderLoad(t *testing.T, eng string) {
 }
 
 func testDeadAtStartup(t *testing.T, eng string) {
-	a := newKillable(t, nameHandler("a"))
+	a := baltest.NewBackend(t, baltest.Name("a"))
 	dead := enginetest.DeadAddr(t).String()
 	rt := append(healthRuntime()[1:], "health_check_interval_ms: 500")
-	p, _ := runInstance(t, balConfig{port: freePort(t), engine: eng, backends: []string{a.addr(), dead}, runtime: rt})
-	started := p.waitLog(0, "bal started", nil, time.Second)
-	down := p.waitLog(0, "backend down", map[string]string{"backend": dead}, 2*time.Second)
+	p, _ := runInstance(t, baltest.Config{Port: freePort(t), Engine: eng, Backends: []string{a.Addr(), dead}, Runtime: rt})
+	started := p.WaitLog(0, "bal started", nil, time.Second)
+	down := p.WaitLog(0, "backend down", map[string]string{"backend": dead}, 2*time.Second)
 	if el := down.Time.Sub(started.Time); el > 500*time.Millisecond {
 		t.Fatalf("dead backend seen down %v after start-up, want within one interval (500 ms)", el)
 	}
@@ -243,44 +164,44 @@ func protectionRuntime() []string {
 }
 
 func testProtectionStorm(t *testing.T, eng string) {
-	a := newKillable(t, nameHandler("a"))
-	d := newKillable(t, nameHandler("d"))
-	p, _ := runInstance(t, balConfig{port: freePort(t), engine: eng, backends: []string{a.addr(), d.addr()}, runtime: protectionRuntime()})
+	a := baltest.NewBackend(t, baltest.Name("a"))
+	d := baltest.NewBackend(t, baltest.Name("d"))
+	p, _ := runInstance(t, baltest.Config{Port: freePort(t), Engine: eng, Backends: []string{a.Addr(), d.Addr()}, Runtime: protectionRuntime()})
 	// d passes the first health round, then dies; with a huge fail
 	// threshold and a 60 s interval bal keeps trying it, and every try is
 	// refused.
 	time.Sleep(300 * time.Millisecond) // the first round runs at start-up
-	d.kill()
+	d.Kill()
 	for i := range 8 {
-		if name, err := whoAnswers(p.addr()); err != nil || name != "a" {
+		if name, err := baltest.Who(p.Addr()); err != nil || name != "a" {
 			t.Fatalf("connection %d during the storm: %q, %v (failover should hide the dead backend)", i, name, err)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	p.waitLog(0, "protection mode on", map[string]string{"reason": "timeout_or_refused_storm"}, 2*time.Second)
-	from := p.logCount()
-	d.start() // recovery: consecutive successful connects turn it off
+	p.WaitLog(0, "protection mode on", map[string]string{"reason": "timeout_or_refused_storm"}, 2*time.Second)
+	from := p.LogCount()
+	d.Start() // recovery: consecutive successful connects turn it off
 	for range 6 {
-		_, _ = whoAnswers(p.addr())
+		_, _ = baltest.Who(p.Addr())
 	}
-	off := p.waitLog(from, "protection mode off", nil, 3*time.Second)
+	off := p.WaitLog(from, "protection mode off", nil, 3*time.Second)
 	t.Logf("protection off: %v", off.Attrs["cause"])
 }
 
 func testProtectionAllDown(t *testing.T, eng string) {
-	a := newKillable(t, nameHandler("a"))
-	a.kill()
-	p, _ := runInstance(t, balConfig{port: freePort(t), engine: eng, backends: []string{a.addr(), enginetest.DeadAddr(t).String()}, runtime: protectionRuntime()})
-	if _, err := whoAnswers(p.addr()); err == nil {
+	a := baltest.NewBackend(t, baltest.Name("a"))
+	a.Kill()
+	p, _ := runInstance(t, baltest.Config{Port: freePort(t), Engine: eng, Backends: []string{a.Addr(), enginetest.DeadAddr(t).String()}, Runtime: protectionRuntime()})
+	if _, err := baltest.Who(p.Addr()); err == nil {
 		t.Fatal("a connection succeeded with every backend down")
 	}
-	p.waitLog(0, "protection mode on", map[string]string{"reason": "all_backends_unavailable"}, 2*time.Second)
+	p.WaitLog(0, "protection mode on", map[string]string{"reason": "all_backends_unavailable"}, 2*time.Second)
 	// No traffic and no failures for a whole window: it turns itself off.
-	p.waitLog(0, "protection mode off", nil, 4*time.Second)
+	p.WaitLog(0, "protection mode off", nil, 4*time.Second)
 }
 
 func TestReloadBlackBox(t *testing.T) {
-	for _, eng := range testEngines() {
+	for _, eng := range baltest.Engines() {
 		t.Run(eng, func(t *testing.T) {
 			t.Run("50ReloadsUnderLoad", func(t *testing.T) { testReloadsUnderLoad(t, eng) })
 			t.Run("InvalidFileKeepsServing", func(t *testing.T) { testInvalidReload(t, eng) })
@@ -292,12 +213,12 @@ func TestReloadBlackBox(t *testing.T) {
 func testReloadsUnderLoad(t *testing.T, eng string) {
 	e1, e2 := enginetest.NewBackend(t, enginetest.Echo), enginetest.NewBackend(t, enginetest.Echo)
 	port := freePort(t)
-	cfgs := []balConfig{
-		{port: port, engine: eng, backends: []string{e1.Addr.String(), e2.Addr.String()}},
-		{port: port, engine: eng, backends: []string{e2.Addr.String() + " 3", e1.Addr.String()}, method: "least_connections"},
+	cfgs := []baltest.Config{
+		{Port: port, Engine: eng, Backends: []string{e1.Addr.String(), e2.Addr.String()}},
+		{Port: port, Engine: eng, Backends: []string{e2.Addr.String() + " 3", e1.Addr.String()}, Method: "least_connections"},
 	}
 	p, path := runInstance(t, cfgs[0])
-	held, err := net.DialTimeout("tcp", p.addr(), 2*time.Second)
+	held, err := net.DialTimeout("tcp", p.Addr(), 2*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -318,7 +239,7 @@ func testReloadsUnderLoad(t *testing.T, eng string) {
 					return
 				default:
 				}
-				err := requestResponse(p.addr(), fmt.Sprintf("client %d request %d", i, n))
+				err := baltest.RoundTrip(p.Addr(), fmt.Sprintf("client %d request %d", i, n))
 				ops.Add(1)
 				if err != nil {
 					failures.Add(1)
@@ -328,8 +249,8 @@ func testReloadsUnderLoad(t *testing.T, eng string) {
 		}()
 	}
 	for i := range 50 {
-		writeFile(t, path, cfgs[(i+1)%2].String())
-		if e := p.reload(); e.Msg != "reloaded" {
+		baltest.WriteFile(t, path, cfgs[(i+1)%2].String())
+		if e := p.Reload(nil); e.Msg != "reloaded" {
 			t.Fatalf("reload %d: %s", i, e.Msg)
 		}
 	}
@@ -340,27 +261,6 @@ func testReloadsUnderLoad(t *testing.T, eng string) {
 	}
 	echo(t, held, "after the last reload")
 	t.Logf("%d request/response operations, 0 failed, during 50 reloads", ops.Load())
-}
-
-// requestResponse opens a connection, sends msg, reads the echo, closes.
-func requestResponse(addr, msg string) error {
-	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := io.WriteString(c, msg); err != nil {
-		return err
-	}
-	buf := make([]byte, len(msg))
-	if _, err := io.ReadFull(c, buf); err != nil {
-		return err
-	}
-	if string(buf) != msg {
-		return errors.New("echo mismatch")
-	}
-	return nil
 }
 
 func echo(t *testing.T, c net.Conn, msg string) {
@@ -377,16 +277,16 @@ func echo(t *testing.T, c net.Conn, msg string) {
 
 func testInvalidReload(t *testing.T, eng string) {
 	a, b := named(t, "a"), named(t, "b")
-	p, path := runInstance(t, balConfig{port: freePort(t), engine: eng, backends: []string{a.Addr.String(), b.Addr.String()}})
-	writeFile(t, path, "port: 9295\nbackends:\n  - host: 127.0.0.1\n    port: 9000\n    wieght: 2\n")
-	e := p.reload()
+	p, path := runInstance(t, baltest.Config{Port: freePort(t), Engine: eng, Backends: []string{a.Addr.String(), b.Addr.String()}})
+	baltest.WriteFile(t, path, "port: 9295\nbackends:\n  - host: 127.0.0.1\n    port: 9000\n    wieght: 2\n")
+	e := p.Reload(nil)
 	if e.Msg != "reload rejected; the previous configuration keeps serving" {
 		t.Fatalf("invalid file was applied: %s", e.Msg)
 	}
 	if msg := fmt.Sprint(e.Attrs["error"]); !strings.Contains(msg, "wieght") || !strings.Contains(msg, "line 5") {
 		t.Fatalf("rejection logged without its cause (key and line): %q", msg)
 	}
-	if got := distribution(t, p.addr(), 10); got["a"] != 5 || got["b"] != 5 {
+	if got := distribution(t, p.Addr(), 10); got["a"] != 5 || got["b"] != 5 {
 		t.Fatalf("after the rejected reload: %v, want the old config (5/5 over a and b)", got)
 	}
 }
@@ -394,18 +294,18 @@ func testInvalidReload(t *testing.T, eng string) {
 func testPortChange(t *testing.T, eng string) {
 	e := enginetest.NewBackend(t, enginetest.Echo)
 	p1, p2 := freePort(t), freePort(t)
-	p, path := runInstance(t, balConfig{port: p1, engine: eng, backends: []string{e.Addr.String()}})
-	held, err := net.DialTimeout("tcp", p.addr(), 2*time.Second)
+	p, path := runInstance(t, baltest.Config{Port: p1, Engine: eng, Backends: []string{e.Addr.String()}})
+	held, err := net.DialTimeout("tcp", p.Addr(), 2*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer held.Close()
 	echo(t, held, "on the old port")
-	writeFile(t, path, balConfig{port: p2, engine: eng, backends: []string{e.Addr.String()}}.String())
-	if r := p.reload(); r.Msg != "reloaded" {
+	baltest.WriteFile(t, path, baltest.Config{Port: p2, Engine: eng, Backends: []string{e.Addr.String()}}.String())
+	if r := p.Reload(nil); r.Msg != "reloaded" {
 		t.Fatalf("port change rejected: %v", r.Attrs)
 	}
-	if err := requestResponse(fmt.Sprintf("127.0.0.1:%d", p2), "new port"); err != nil {
+	if err := baltest.RoundTrip(fmt.Sprintf("127.0.0.1:%d", p2), "new port"); err != nil {
 		t.Fatalf("new port: %v", err)
 	}
 	// The old listener closes as the reload finishes (gnet's front stops

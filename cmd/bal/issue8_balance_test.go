@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bal-lb/bal/cmd/bal/internal/baltest"
 	"github.com/bal-lb/bal/engine/enginetest"
 )
 
@@ -30,7 +31,7 @@ func TestIssue8Weights(t *testing.T) {
 		{"least_connections", 80, true},
 		{"random_two", 80, true},
 	}
-	for _, eng := range testEngines() {
+	for _, eng := range baltest.Engines() {
 		for _, tt := range tests {
 			t.Run(eng+"/"+tt.method, func(t *testing.T) {
 				a := enginetest.NewBackend(t, i8Held("a"))
@@ -38,16 +39,16 @@ func TestIssue8Weights(t *testing.T) {
 				if !tt.held {
 					a, b = named(t, "a"), named(t, "b")
 				}
-				p, _ := i8Start(t, balConfig{port: freePort(t), engine: eng, method: tt.method,
-					backends: []string{a.Addr.String() + " 3", b.Addr.String() + " 1"}})
+				p, _ := i8Start(t, baltest.Config{Port: freePort(t), Engine: eng, Method: tt.method,
+					Backends: []string{a.Addr.String() + " 3", b.Addr.String() + " 1"}})
 				got := map[string]int{}
 				if tt.held {
 					for range tt.n {
-						_, name := i8Hold(t, p.addr())
+						_, name := i8Hold(t, p.Addr())
 						got[name]++
 					}
 				} else {
-					got = distribution(t, p.addr(), tt.n)
+					got = distribution(t, p.Addr(), tt.n)
 				}
 				share := float64(got["a"]) / float64(tt.n)
 				t.Logf("%d connections (held: %v): %s", tt.n, tt.held, i8Share(got, "a", "b"))
@@ -62,16 +63,16 @@ func TestIssue8Weights(t *testing.T) {
 // TestIssue8LeastConnectionsFollowsHeld: connections held on one backend
 // send the new ones to the other until the counts are even again.
 func TestIssue8LeastConnectionsFollowsHeld(t *testing.T) {
-	for _, eng := range testEngines() {
+	for _, eng := range baltest.Engines() {
 		t.Run(eng, func(t *testing.T) {
 			a := enginetest.NewBackend(t, i8Held("a"))
 			b := enginetest.NewBackend(t, i8Held("b"))
-			p, _ := i8Start(t, balConfig{port: freePort(t), engine: eng, method: "least_connections",
-				backends: []string{a.Addr.String(), b.Addr.String()}})
+			p, _ := i8Start(t, baltest.Config{Port: freePort(t), Engine: eng, Method: "least_connections",
+				Backends: []string{a.Addr.String(), b.Addr.String()}})
 			// Six held connections alternate: three on each backend.
 			held := map[string][]net.Conn{}
 			for range 6 {
-				c, name := i8Hold(t, p.addr())
+				c, name := i8Hold(t, p.Addr())
 				held[name] = append(held[name], c)
 			}
 			if len(held["a"]) != 3 || len(held["b"]) != 3 {
@@ -85,7 +86,7 @@ func TestIssue8LeastConnectionsFollowsHeld(t *testing.T) {
 			// bal counts the connection closed right after it closed ours.
 			time.Sleep(100 * time.Millisecond)
 			for i := range 3 {
-				if _, name := i8Hold(t, p.addr()); name != "b" {
+				if _, name := i8Hold(t, p.Addr()); name != "b" {
 					t.Fatalf("new connection %d went to %s with a holding 3 and b %d; want b", i, name, i)
 				}
 			}
@@ -95,7 +96,7 @@ func TestIssue8LeastConnectionsFollowsHeld(t *testing.T) {
 			}
 			time.Sleep(100 * time.Millisecond)
 			for i := range 2 {
-				if _, name := i8Hold(t, p.addr()); name != "a" {
+				if _, name := i8Hold(t, p.Addr()); name != "a" {
 					t.Fatalf("new connection %d went to %s with a holding %d and b 3; want a", i, name, 1+i)
 				}
 			}
@@ -109,21 +110,21 @@ func TestIssue8LeastConnectionsFollowsHeld(t *testing.T) {
 // almost only those of the removed backend.
 func TestIssue8SourceHash(t *testing.T) {
 	const clients = 1000
-	for _, eng := range testEngines() {
+	for _, eng := range baltest.Engines() {
 		t.Run(eng, func(t *testing.T) {
 			names := []string{"a", "b", "c", "d"}
 			var addrs []string
 			for _, n := range names {
 				addrs = append(addrs, named(t, n).Addr.String())
 			}
-			cfg := balConfig{engine: eng, method: "source_hash", backends: addrs}
-			cfg.port = freePort(t)
+			cfg := baltest.Config{Engine: eng, Method: "source_hash", Backends: addrs}
+			cfg.Port = freePort(t)
 			p1, _ := i8Start(t, cfg)
-			cfg.port = freePort(t)
+			cfg.Port = freePort(t)
 			p2, path2 := i8Start(t, cfg)
 
-			m1 := sourceMap(t, p1.addr(), clients)
-			m2 := sourceMap(t, p2.addr(), clients)
+			m1 := sourceMap(t, p1.Addr(), clients)
+			m2 := sourceMap(t, p2.Addr(), clients)
 			per := map[string]int{}
 			for i := range clients {
 				if m1[i] != m2[i] {
@@ -139,13 +140,13 @@ func TestIssue8SourceHash(t *testing.T) {
 			}
 
 			// Remove c from instance 2 with a reload.
-			cfg.backends = []string{addrs[0], addrs[1], addrs[3]}
-			cfg.runtime = i8Runtime
-			writeFile(t, path2, cfg.String())
-			if e := p2.reload(); e.Msg != "reloaded" {
+			cfg.Backends = []string{addrs[0], addrs[1], addrs[3]}
+			cfg.Runtime = i8Runtime
+			baltest.WriteFile(t, path2, cfg.String())
+			if e := p2.Reload(nil); e.Msg != "reloaded" {
 				t.Fatalf("reload: %s", e.Msg)
 			}
-			after := sourceMap(t, p2.addr(), clients)
+			after := sourceMap(t, p2.Addr(), clients)
 			moved, movedOthers := 0, 0
 			for i := range clients {
 				if after[i] == "c" {

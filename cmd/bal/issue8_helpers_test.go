@@ -4,11 +4,12 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/bal-lb/bal/cmd/bal/internal/baltest"
 )
 
 // Helpers shared by the issue 8 black-box tests (PROXY protocol, balancing
@@ -20,42 +21,38 @@ var i8Runtime = []string{"drain_timeout_ms: 1000"}
 
 // i8Start writes cfg, starts bal in a fresh BAL_HOME and makes sure it is
 // ended: SIGTERM at cleanup, then a wait, then SIGKILL if it did not exit.
-func i8Start(t *testing.T, cfg balConfig) (*balProc, string) {
+func i8Start(t *testing.T, cfg baltest.Config) (*baltest.Proc, string) {
 	t.Helper()
 	return i8StartOn(t, cfg, "")
 }
 
 // i8StartOn is i8Start with another bind_address than 127.0.0.1 ("" keeps it).
-func i8StartOn(t *testing.T, cfg balConfig, bind string) (*balProc, string) {
+func i8StartOn(t *testing.T, cfg baltest.Config, bind string) (*baltest.Proc, string) {
 	t.Helper()
-	cfg.runtime = append(append([]string(nil), i8Runtime...), cfg.runtime...)
-	text := cfg.String()
+	cfg.Runtime = append(append([]string(nil), i8Runtime...), cfg.Runtime...)
 	if bind != "" {
-		text = strings.Replace(text, "bind_address: 127.0.0.1\n", fmt.Sprintf("bind_address: %q\n", bind), 1)
+		cfg.Bind = bind
 	}
-	home := filepath.Join(t.TempDir(), "home")
-	path := filepath.Join(t.TempDir(), "config.yaml")
-	writeFile(t, path, text)
-	p := startBalProc(t, home, path, cfg.port)
+	p := baltest.Start(t, cfg)
 	t.Cleanup(func() { i8Stop(p) })
-	return p, path
+	return p, p.ConfigPath
 }
 
 // i8Stop sends SIGTERM and waits up to 10 s, then kills. It returns the exit
 // code (-1 when it had to kill).
-func i8Stop(p *balProc) int {
+func i8Stop(p *baltest.Proc) int {
 	select {
-	case <-p.done:
-		return p.exit
+	case <-p.Done():
+		return p.ExitCode()
 	default:
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	_ = p.Cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-p.done:
-		return p.exit
+	case <-p.Done():
+		return p.ExitCode()
 	case <-time.After(10 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
+		_ = p.Cmd.Process.Kill()
+		<-p.Done()
 		return -1
 	}
 }

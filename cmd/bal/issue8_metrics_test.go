@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bal-lb/bal/cmd/bal/internal/baltest"
 	"github.com/bal-lb/bal/engine/enginetest"
 	"github.com/bal-lb/bal/engine/metrics/metricstest"
 )
@@ -105,7 +106,7 @@ func i8Val(x *metricstest.Exposition, series ...string) float64 {
 }
 
 func TestIssue8Metrics(t *testing.T) {
-	for _, eng := range testEngines() {
+	for _, eng := range baltest.Engines() {
 		t.Run(eng, func(t *testing.T) { testMetricsBlackBox(t, eng) })
 	}
 }
@@ -124,7 +125,7 @@ func testMetricsBlackBox(t *testing.T, eng string) {
 		"backend_cooldown_ms: 0", "protection_trigger_threshold: 1000",
 		fmt.Sprintf("metrics_address: 127.0.0.1:%d", mport),
 	}
-	cfg := balConfig{port: freePort(t), engine: eng, backends: []string{good.Addr.String(), doomed.Addr.String()}, runtime: health}
+	cfg := baltest.Config{Port: freePort(t), Engine: eng, Backends: []string{good.Addr.String(), doomed.Addr.String()}, Runtime: health}
 	p, path := i8Start(t, cfg)
 	kg, kd := good.Addr.String(), doomed.Addr.String()
 	tcp := i8TCPScraper(fmt.Sprintf("127.0.0.1:%d", mport), []string{kg, kd})
@@ -142,7 +143,7 @@ func testMetricsBlackBox(t *testing.T, eng string) {
 
 	// The control socket serves the same exposition
 	// (curl --unix-socket bal.sock http://x/metrics).
-	sock := filepath.Join(p.home, sockName)
+	sock := filepath.Join(p.Home, sockName)
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		if _, err := os.Stat(sock); err == nil {
 			break
@@ -155,9 +156,9 @@ func testMetricsBlackBox(t *testing.T, eng string) {
 
 	// Two held connections, one per backend: active and total move, and the
 	// byte counters move while they are open.
-	c1 := dialHeld(t, p.addr())
+	c1 := dialHeld(t, p.Addr())
 	echo(t, c1, "0123456789")
-	c2 := dialHeld(t, p.addr())
+	c2 := dialHeld(t, p.Addr())
 	i8EchoBulk(t, c2, i8Bulk)
 	tcp.until(t, "two open connections, one per backend", i8All(
 		i8Eq(2, "bal_connections_active"), i8Eq(2, "bal_connections_total"),
@@ -180,7 +181,7 @@ func testMetricsBlackBox(t *testing.T, eng string) {
 	// clients still pick it, get refused and fail over to the good one.
 	doomed.Close()
 	for i := range 4 {
-		if err := requestResponse(p.addr(), fmt.Sprintf("after the kill %d", i)); err != nil {
+		if err := baltest.RoundTrip(p.Addr(), fmt.Sprintf("after the kill %d", i)); err != nil {
 			t.Fatalf("client %d after the kill: %v", i, err)
 		}
 	}
@@ -200,9 +201,9 @@ func testMetricsBlackBox(t *testing.T, eng string) {
 	// round takes the dead backend down while the good one stays up.
 	strict := append([]string(nil), health...)
 	strict[2] = "health_check_fail_threshold: 1"
-	cfg.runtime = append(append([]string(nil), i8Runtime...), strict...)
-	writeFile(t, path, cfg.String())
-	if e := p.reload(); e.Msg != "reloaded" {
+	cfg.Runtime = append(append([]string(nil), i8Runtime...), strict...)
+	baltest.WriteFile(t, path, cfg.String())
+	if e := p.Reload(nil); e.Msg != "reloaded" {
 		t.Fatalf("reload: %s", e.Msg)
 	}
 	tcp.until(t, "the reload and the dead backend down", i8All(
@@ -211,8 +212,8 @@ func testMetricsBlackBox(t *testing.T, eng string) {
 	))
 
 	// A rejected reload is counted as an error; the metrics keep serving.
-	writeFile(t, path, "port: 0\n")
-	if e := p.reload(); e.Msg == "reloaded" {
+	baltest.WriteFile(t, path, "port: 0\n")
+	if e := p.Reload(nil); e.Msg == "reloaded" {
 		t.Fatal("an invalid file reloaded")
 	}
 	tcp.until(t, "the rejected reload", i8All(

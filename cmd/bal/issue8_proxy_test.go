@@ -13,6 +13,7 @@ import (
 
 	proxyproto "github.com/pires/go-proxyproto"
 
+	"github.com/bal-lb/bal/cmd/bal/internal/baltest"
 	"github.com/bal-lb/bal/engine/enginetest"
 )
 
@@ -79,7 +80,7 @@ func TestIssue8ProxyProtocol(t *testing.T) {
 		{"v1", "::1"},
 		{"v2", "::1"},
 	}
-	for _, eng := range testEngines() {
+	for _, eng := range baltest.Engines() {
 		for _, tt := range tests {
 			t.Run(fmt.Sprintf("%s/%s/%s", eng, tt.version, tt.bind), func(t *testing.T) {
 				testProxyHeader(t, eng, tt.version, tt.bind)
@@ -94,7 +95,7 @@ func testProxyHeader(t *testing.T, eng, version, bind string) {
 	if bind == "::1" {
 		port = i8Free6(t)
 	}
-	i8StartOn(t, balConfig{port: port, engine: eng, backends: []string{backend.Addr.String()}, runtime: []string{"proxy_protocol: " + version}}, bind)
+	i8StartOn(t, baltest.Config{Port: port, Engine: eng, Backends: []string{backend.Addr.String()}, Runtime: []string{"proxy_protocol: " + version}}, bind)
 	balAddr := netip.AddrPortFrom(netip.MustParseAddr(bind), uint16(port))
 
 	const msg = "GET / HTTP/1.0\r\n\r\nclient bytes"

@@ -8,6 +8,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/bal-lb/bal/cmd/bal/internal/baltest"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/golden")
@@ -33,6 +35,7 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
+	baltest.Bin = balBin // the black-box helpers run this binary
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)

@@ -190,29 +190,3 @@ func NSEtc(t testing.TB, ns string, files map[string]string) {
 		}
 	}
 }
-
-// StartYAML is Start with a config file written verbatim (for what Config
-// cannot express, such as hostname backends); port is the config's port.
-func StartYAML(t testing.TB, yaml string, port int, opts ...Option) *Proc {
-	t.Helper()
-	p := &Proc{T: t, Port: port, uid: -1, gid: -1, done: make(chan struct{}), notify: make(chan struct{}, 1)}
-	for _, o := range opts {
-		o(p)
-	}
-	dir := t.TempDir()
-	if p.Home == "" {
-		p.Home = filepath.Join(dir, "home")
-	}
-	p.ConfigPath = filepath.Join(dir, "config.yaml")
-	WriteFile(t, p.ConfigPath, yaml)
-	if p.uid >= 0 {
-		for _, path := range []string{dir, p.ConfigPath} {
-			if err := os.Chown(path, p.uid, p.gid); err != nil {
-				t.Fatalf("chown %s: %v", path, err)
-			}
-		}
-		_ = os.Chmod(dir, 0o755)
-	}
-	p.start(t)
-	return p
-}

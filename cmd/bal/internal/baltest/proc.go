@@ -80,7 +80,14 @@ type Proc struct {
 // cleanup kills it if the test did not stop it, and dumps its log on failure.
 func Start(t testing.TB, cfg Config, opts ...Option) *Proc {
 	t.Helper()
-	p := &Proc{T: t, Port: cfg.Port, uid: -1, gid: -1, done: make(chan struct{}), notify: make(chan struct{}, 1)}
+	return StartYAML(t, cfg.String(), cfg.Port, opts...)
+}
+
+// StartYAML is Start with a config file written verbatim (for what Config
+// cannot express, such as hostname backends); port is the config's port.
+func StartYAML(t testing.TB, yaml string, port int, opts ...Option) *Proc {
+	t.Helper()
+	p := &Proc{T: t, Port: port, uid: -1, gid: -1, done: make(chan struct{}), notify: make(chan struct{}, 1)}
 	for _, o := range opts {
 		o(p)
 	}
@@ -95,7 +102,7 @@ func Start(t testing.TB, cfg Config, opts ...Option) *Proc {
 		p.Home = filepath.Join(dir, "home")
 	}
 	p.ConfigPath = filepath.Join(dir, "config.yaml")
-	WriteFile(t, p.ConfigPath, cfg.String())
+	WriteFile(t, p.ConfigPath, yaml)
 	if p.uid >= 0 {
 		if err := os.Chown(p.ConfigPath, p.uid, p.gid); err != nil {
 			t.Fatalf("chown %s: %v", p.ConfigPath, err)
@@ -306,6 +313,12 @@ func (p *Proc) Reload(cfg *Config) LogEntry {
 
 // RejectedMsg is the log message of a rejected reload.
 const RejectedMsg = "reload rejected; the previous configuration keeps serving"
+
+// ExitCode is bal's exit code once Done is closed.
+func (p *Proc) ExitCode() int {
+	<-p.done
+	return p.exit
+}
 
 // Done is closed when bal has exited.
 func (p *Proc) Done() <-chan struct{} { return p.done }

@@ -41,6 +41,19 @@ func (r FailReason) String() string {
 	}
 }
 
+// IsLocal reports a connect that failed for bal's own lack of resources —
+// out of descriptors, out of local ports (EADDRNOTAVAIL: every ephemeral
+// port toward that address is taken), out of kernel memory — which says
+// nothing about the backend: it must not count against its health.
+func IsLocal(err error) bool {
+	for _, e := range [...]syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.EADDRNOTAVAIL, syscall.ENOBUFS, syscall.ENOMEM} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
 // Classify maps a connect error to a FailReason with errors.Is, never by
 // matching strings.
 func Classify(err error) FailReason {

@@ -1,9 +1,9 @@
 package stdengine
 
 import (
-	"os"
-
 	"golang.org/x/sys/unix"
+
+	"github.com/bal-lb/bal/engine/limits"
 )
 
 // nofileLimit is this process's RLIMIT_NOFILE soft limit (0 when unknown).
@@ -15,22 +15,5 @@ func nofileLimit() int64 {
 	return int64(min(rl.Cur, 1<<40))
 }
 
-// openFDs counts the process's open descriptors: since Linux 6.2 the size
-// of /proc/self/fd is that count; older kernels report 0 and the directory
-// is listed instead. -1 when neither works.
-func openFDs() int64 {
-	var st unix.Stat_t
-	if err := unix.Stat("/proc/self/fd", &st); err == nil && st.Size > 0 {
-		return st.Size
-	}
-	f, err := os.Open("/proc/self/fd")
-	if err != nil {
-		return -1
-	}
-	defer f.Close()
-	names, err := f.Readdirnames(-1)
-	if err != nil {
-		return -1
-	}
-	return int64(len(names)) - 1 // minus the directory itself
-}
+// openFDs counts the process's open descriptors (-1 when unknown).
+func openFDs() int64 { return limits.OpenFDs() }

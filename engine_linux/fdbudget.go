@@ -3,10 +3,11 @@
 package gnetengine
 
 import (
-	"os"
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/bal-lb/bal/engine/limits"
 )
 
 // pairFDs is what one admitted connection holds steadily: the client socket
@@ -50,7 +51,7 @@ func (b *fdBudget) refresh() {
 		}
 		b.limit.Store(int64(lim))
 	}
-	open := openFDs()
+	open := limits.OpenFDs()
 	if open < 0 {
 		return
 	}
@@ -59,26 +60,6 @@ func (b *fdBudget) refresh() {
 		other = 0
 	}
 	b.other.Store(other)
-}
-
-// openFDs counts the process's open descriptors: since Linux 6.2 the size
-// of /proc/self/fd is that count; older kernels report 0 and the directory
-// is listed instead. -1 when neither works.
-func openFDs() int64 {
-	var st unix.Stat_t
-	if err := unix.Stat("/proc/self/fd", &st); err == nil && st.Size > 0 {
-		return st.Size
-	}
-	f, err := os.Open("/proc/self/fd")
-	if err != nil {
-		return -1
-	}
-	defer f.Close()
-	names, err := f.Readdirnames(-1)
-	if err != nil {
-		return -1
-	}
-	return int64(len(names)) - 1 // minus the directory itself
 }
 
 // reserveFor is the number of descriptors kept free: enough for gnet's

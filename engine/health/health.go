@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/bal-lb/bal/engine"
 	"github.com/bal-lb/bal/engine/pool"
 )
 
@@ -154,6 +155,9 @@ func (c *Checker) checkOne(ctx context.Context, b *pool.Backend, r Round) {
 	b.SetLastCheck(c.now())
 	if err != nil {
 		c.log.Debug("health check failed", slog.String("backend", b.Name()), slog.Any("error", err))
+		if engine.IsLocal(err) {
+			return // bal ran out of descriptors or ports: nothing learned about b
+		}
 	}
 	LogChange(c.log, b, b.Observe(err == nil, r.Rise, r.Fall), "health_check", err)
 }

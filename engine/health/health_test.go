@@ -8,10 +8,12 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -383,5 +385,26 @@ func waitFor(t *testing.T, d time.Duration, cond func() bool) {
 			t.Fatalf("condition not met within %v", d)
 		}
 		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// TestLocalFailureNotCounted: a check that fails because bal itself is out
+// of descriptors or local ports says nothing about the backend.
+func TestLocalFailureNotCounted(t *testing.T) {
+	for _, errno := range []syscall.Errno{syscall.EMFILE, syscall.EADDRNOTAVAIL} {
+		t.Run(errno.Error(), func(t *testing.T) {
+			b := backendFor(t, "127.0.0.1", 9)
+			local := func(ctx context.Context, network, addr string) (net.Conn, error) {
+				return nil, &net.OpError{Op: "dial", Net: network, Err: os.NewSyscallError("connect", errno)}
+			}
+			src := &source{r: Round{Backends: []*pool.Backend{b}, Interval: time.Hour, Timeout: time.Second, Rise: 1, Fall: 1}}
+			c := New(src, Options{Dial: local})
+			for range 3 {
+				c.RunRound(t.Context())
+			}
+			if h := b.Health(); h.Known || !b.Up() || h.Fails != 0 {
+				t.Fatalf("a local failure counted against the backend: %+v", h)
+			}
+		})
 	}
 }

@@ -56,3 +56,21 @@ func TestNeeded(t *testing.T) {
 		}
 	}
 }
+
+func TestOpenFDs(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		if OpenFDs() != -1 {
+			t.Fatal("OpenFDs should be unknown (-1) off Linux")
+		}
+		return
+	}
+	before := OpenFDs()
+	f, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if after := OpenFDs(); before <= 0 || after != before+1 {
+		t.Fatalf("OpenFDs %d before opening a file, %d after", before, after)
+	}
+}

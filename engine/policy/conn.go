@@ -2,9 +2,7 @@ package policy
 
 import (
 	"context"
-	"errors"
 	"log/slog"
-	"syscall"
 	"time"
 
 	"github.com/bal-lb/bal/engine"
@@ -252,7 +250,7 @@ func (p *Policy) DialResult(c *engine.ConnInfo, t engine.Target, err error, _ ti
 		}
 		return
 	}
-	if localFailure(err) {
+	if engine.IsLocal(err) {
 		// bal itself is out of descriptors: nothing is known about the
 		// backend, so it is neither counted, cooled down nor marked down.
 		cs.pending = false
@@ -272,18 +270,6 @@ func (p *Policy) DialResult(c *engine.ConnInfo, t engine.Target, err error, _ ti
 		return
 	}
 	p.backendFailed(b, p.mono(now), err)
-}
-
-// localFailure reports errors caused by the proxy's own resource limits:
-// out of descriptors, out of local ports (EADDRNOTAVAIL: every ephemeral
-// port toward that address is in use), or out of kernel memory.
-func localFailure(err error) bool {
-	for _, e := range [...]syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.EADDRNOTAVAIL, syscall.ENOBUFS, syscall.ENOMEM} {
-		if errors.Is(err, e) {
-			return true
-		}
-	}
-	return false
 }
 
 // backendFailed puts b in cooldown and counts a passive health failure.

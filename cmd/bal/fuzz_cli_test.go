@@ -64,11 +64,22 @@ func FuzzCLI(f *testing.F) {
 	})
 }
 
+// hasFlag reports whether one of names is given as a flag, reading args as
+// pflag does: "--" ends the flags, and a flag that takes a value (-c,
+// --config, --timeout) consumes the next word even when it starts with "-"
+// ("-c --json" names a config file called --json).
 func hasFlag(args []string, names ...string) bool {
-	for _, a := range args {
-		for _, n := range names {
-			if a == n {
-				return true
+	for i := 0; i < len(args); i++ {
+		switch a := args[i]; a {
+		case "--":
+			return false
+		case "-c", "--config", "--timeout":
+			i++
+		default:
+			for _, n := range names {
+				if a == n {
+					return true
+				}
 			}
 		}
 	}

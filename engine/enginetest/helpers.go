@@ -128,7 +128,6 @@ func Blackhole(t testing.TB) netip.AddrPort {
 type Stream struct {
 	rng  *rand.ChaCha8
 	left int64
-	seq  uint64
 }
 
 // NewStream returns n bytes of a stream identified by seed.

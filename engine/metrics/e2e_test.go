@@ -275,7 +275,7 @@ func testTrafficAndHealth(t *testing.T, engine string) {
 	// may count in chunks of up to 64 KiB, so only a lower bound holds live.)
 	c2 := dial(t, r.listen)
 	echoBulk(t, c2, bulk)
-	x = r.eventually(t,
+	r.eventually(t,
 		w(2, "bal_connections_active"), w(2, "bal_connections_total"),
 		w(1, "bal_backend_connections_active", "backend", ka), w(1, "bal_backend_connections_active", "backend", kb),
 		w(1, "bal_backend_connections_total", "backend", ka), w(1, "bal_backend_connections_total", "backend", kb),

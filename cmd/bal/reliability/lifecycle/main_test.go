@@ -50,16 +50,6 @@ func num(m map[string]any, keys ...string) float64 {
 	return f
 }
 
-// field reads a nested JSON field.
-func field(m map[string]any, keys ...string) any {
-	var v any = m
-	for _, k := range keys {
-		mm, _ := v.(map[string]any)
-		v = mm[k]
-	}
-	return v
-}
-
 // ms formats a duration in milliseconds.
 func ms(d time.Duration) string { return fmt.Sprintf("%d ms", d.Milliseconds()) }
 
@@ -70,17 +60,4 @@ func clip(s string) string {
 		return s[:300] + "..."
 	}
 	return s
-}
-
-// waitFDs polls bal's fd count until it is within slack of want or timeout
-// passes, and returns the last count.
-func waitFDs(p *baltest.Proc, want, slack int, timeout time.Duration) int {
-	deadline := time.Now().Add(timeout)
-	for {
-		n := p.FDs()
-		if n >= want-slack && n <= want+slack || time.Now().After(deadline) {
-			return n
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }

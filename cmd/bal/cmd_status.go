@@ -72,6 +72,7 @@ type statusJSON struct {
 	LocalFailures    *uint64         `json:"local_connect_failures"` // backend connects that failed for lack of local fds or ports
 	Bytes            *control.Bytes  `json:"bytes"`                  // relayed since start
 	Draining         *int            `json:"draining_listeners"`
+	Goroutines       *int            `json:"goroutines"`       // the daemon's goroutines now
 	DrainTimeoutMS   *int64          `json:"drain_timeout_ms"` // what bal stop waits for, plus 5 s
 	Limits           *control.Limits `json:"limits"`
 	fault            triplet         // the human report's problem, if any
@@ -194,6 +195,7 @@ func statusFrom(f *found, flagPath string) *statusJSON {
 	res.LocalFailures = &st.LocalConnectFailures
 	res.Bytes = &st.Bytes
 	res.Draining = &st.DrainingListeners
+	res.Goroutines = &st.Goroutines
 	res.DrainTimeoutMS = &st.DrainTimeoutMS
 	res.Limits = &st.Limits
 

@@ -52,6 +52,7 @@ type Status struct {
 	ReloadFailures uint64  `json:"reload_failures"`
 
 	DrainingListeners        int    `json:"draining_listeners"` // old listeners still finishing connections after a reload
+	Goroutines               int    `json:"goroutines"`         // the daemon's goroutines now (leak checks)
 	DrainTimeoutMS           int64  `json:"drain_timeout_ms"`
 	MaxConcurrentConnections int    `json:"max_concurrent_connections"`
 	TCPBacklog               int    `json:"tcp_backlog"` // 0: the kernel's somaxconn
@@ -163,6 +164,7 @@ func StatusFrom(st server.Status, snap *config.Snapshot, now time.Time) Status {
 		Reloads:           st.Reloads,
 		ReloadFailures:    st.ReloadFailures,
 		DrainingListeners: st.Draining,
+		Goroutines:        st.Goroutines,
 		AccessLogDropped:  p.AccessLogDropped,
 	}
 	if st.Listen.IsValid() {

@@ -18,6 +18,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -528,6 +529,7 @@ type Status struct {
 	BytesIn        uint64 // client→backend bytes, live
 	BytesOut       uint64 // backend→client bytes, live
 	Draining       int    // old listeners still finishing connections
+	Goroutines     int    // goroutines of the process now (leak checks)
 	Reloads        uint64
 	ReloadFailures uint64
 	LastReload     *ReloadResult // nil before the first reload
@@ -544,6 +546,7 @@ func (s *Server) Status() Status {
 		Method:         string(s.snap.Method),
 		Started:        s.started,
 		Draining:       len(s.draining),
+		Goroutines:     runtime.NumGoroutine(),
 		Reloads:        s.reloads.Load(),
 		ReloadFailures: s.reloadFailures.Load(),
 		Accepted:       s.retired.Accepted,

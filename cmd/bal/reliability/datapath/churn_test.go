@@ -150,8 +150,8 @@ func churn(live, dead string, total, rate, conc int) (*churnStats, time.Duration
 // backend closes first, client reset, backend reset, and 5 % to a bal
 // whose backend port is dead (bal closes them: those are the injected
 // failures). Afterwards bal holds no ESTABLISHED or CLOSE_WAIT socket and
-// its descriptors, threads and RSS are back to the warm baseline
-// (goroutines are not exposed by status or /metrics, so threads stand in).
+// its descriptors, goroutines (from status), threads and RSS are back to
+// the warm baseline.
 func TestChurn(t *testing.T) {
 	total := pick(3000, 100000)
 	rate := pick(1000, 2000)
@@ -169,6 +169,7 @@ func TestChurn(t *testing.T) {
 		}
 		time.Sleep(pick(time.Second, 10*time.Second))
 		base := live.Usage()
+		baseG := goroutines(live)
 		st, took := churn(live.Addr(), dead.Addr(), total, rate, conc)
 		settle := pick(3*time.Second, 10*time.Second)
 		time.Sleep(settle)
@@ -185,16 +186,18 @@ func TestChurn(t *testing.T) {
 		after := live.Usage()
 		after.FDs = fds
 		active := activeConns(live)
+		afterG := goroutines(live)
 		var ferr any
 		if st.failed.Load() > 0 {
 			ferr = st.firstErr.Load()
 			t.Errorf("first failure: %v", ferr)
 		}
 		pass := st.failed.Load() == 0 && bad["ESTABLISHED"]+bad["CLOSE_WAIT"] == 0 && active == 0 &&
-			fdsBack(base.FDs, fds) && after.RSSKiB <= base.RSSKiB+20<<10 && after.Threads <= base.Threads+2
-		baltest.Record(t, 20, fmt.Sprintf("%s: %d connections in %v (%.0f/s, %d at a time, 8 sources, 4 endings + %d to a dead backend): %d failures beyond the injected; %v later: ESTABLISHED %d, CLOSE_WAIT %d, active %d; warm baseline %v → %v (goroutines not exposed)",
+			fdsBack(base.FDs, fds) && after.RSSKiB <= base.RSSKiB+20<<10 && after.Threads <= base.Threads+2 &&
+			baseG > 0 && afterG <= baseG+4 && afterG >= baseG-4
+		baltest.Record(t, 20, fmt.Sprintf("%s: %d connections in %v (%.0f/s, %d at a time, 8 sources, 4 endings + %d to a dead backend): %d failures beyond the injected; %v later: ESTABLISHED %d, CLOSE_WAIT %d, active %d; warm baseline %v, %d goroutines → %v, %d goroutines",
 			eng, total, took.Round(100*time.Millisecond), float64(total)/took.Seconds(), conc, st.dead.Load(), st.failed.Load(),
-			settle, bad["ESTABLISHED"], bad["CLOSE_WAIT"], active, base, after), pass)
+			settle, bad["ESTABLISHED"], bad["CLOSE_WAIT"], active, base, baseG, after, afterG), pass)
 	}
 	for _, eng := range baltest.Engines() {
 		t.Run(eng, func(t *testing.T) {

@@ -245,6 +245,12 @@ func activeConns(p *baltest.Proc) int {
 	return int(v)
 }
 
+// goroutines is the daemon's goroutine count from status.
+func goroutines(p *baltest.Proc) int {
+	v, _ := p.Status()["goroutines"].(float64)
+	return int(v)
+}
+
 // relayed is bal's byte counters from status (client→backend, backend→client).
 func relayed(p *baltest.Proc) (up, down int64) {
 	b, _ := p.Status()["bytes"].(map[string]any)

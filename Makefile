@@ -19,7 +19,7 @@ help:
 	@echo "make lint    gofmt check, go vet, staticcheck"
 	@echo "make demo    build, start the sample backends, send traffic through bal, stop everything"
 	@echo "make bench   bal vs HAProxy and nginx on loopback (apt-installs wrk, haproxy, nginx, gnuplot; ~12 min)"
-	@echo "make soak    long reliability tests and fuzzing (about an hour); prints test -> figure -> pass"
+	@echo "make soak    long reliability tests and fuzzing (about 30 minutes); prints test -> figure -> pass"
 	@echo "make clean   remove $(BIN)"
 
 build:

@@ -335,7 +335,7 @@ func (e *Engine) adoptQueued(fds []int) {
 				break // EAGAIN: the queue is empty
 			}
 			now := time.Now()
-			p, why := e.admit(sockaddrToAddrPort(sa), func() netip.AddrPort { return e.localOf(fd) }, now)
+			p, why := e.admit(sockaddrToAddrPort(sa), fd, now)
 			if p == nil {
 				_ = unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
 				_ = unix.Close(fd)

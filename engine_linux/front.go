@@ -147,7 +147,7 @@ func (f *front) OnTick() (time.Duration, gnet.Action) {
 func (f *front) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	e := f.e
 	now := time.Now()
-	p, why := e.admit(addrPortOf(c.RemoteAddr()), func() netip.AddrPort { return e.localOf(c.Fd()) }, now)
+	p, why := e.admit(addrPortOf(c.RemoteAddr()), c.Fd(), now)
 	if p == nil {
 		f.reject(c, why, now)
 		return nil, gnet.Close
@@ -166,17 +166,18 @@ func (f *front) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	return nil, gnet.Close
 }
 
-// admit builds the pair of a newly accepted client and asks for admission:
-// descriptor headroom first (an accept that fails with EMFILE would stop
-// gnet), then the policy. It returns nil and the reason when refused.
-func (e *Engine) admit(client netip.AddrPort, local func() netip.AddrPort, now time.Time) (*pair, string) {
+// admit builds the pair of a newly accepted client (socket fd, not yet
+// owned by the pair) and asks for admission: descriptor headroom first (an
+// accept that fails with EMFILE would stop gnet), then the policy. It
+// returns nil and the reason when refused.
+func (e *Engine) admit(client netip.AddrPort, fd int, now time.Time) (*pair, string) {
 	if !budget.room(3, e.reserve) {
 		return nil, "fd_headroom"
 	}
 	p := newPair()
 	p.info.ID = e.nextID.Add(1)
 	p.info.Client = client
-	p.info.Local = local()
+	p.info.Local = e.localOf(fd)
 	p.info.Accepted = now
 	if !e.pol.Admit(&p.info) {
 		return nil, "max_connections"

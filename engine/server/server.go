@@ -87,7 +87,7 @@ type Server struct {
 	// that read it later (SIGHUP and the control socket's POST /reload
 	// run concurrently).
 	reloadMu sync.Mutex
-	// mu serialises Start, Reload and Shutdown, and guards the fields below.
+	// mu guards the fields below (held briefly; whole reloads take reloadMu).
 	mu       sync.Mutex
 	snap     *config.Snapshot
 	cur      *listener

@@ -16,7 +16,7 @@ const DefaultFile = `# bal configuration, written by 'bal start' because no conf
 
 # simple: only the keys in this file matter; timeouts, health checks and
 # limits are auto-tuned from the number of backends. Set "advanced" and add a
-# runtime: block to tune them key by key (see README.md).
+# runtime: block to tune them key by key (see docs/configuration.md).
 mode: "simple"
 
 # TCP port bal listens on.

@@ -30,8 +30,9 @@ const (
 )
 
 // runtimeKey describes one key of the runtime: block: its YAML name, kind,
-// range and where it lives in Runtime. The table drives parsing, Changes and
-// the README's reference.
+// range and where it lives in Runtime. The table drives parsing and Changes;
+// docs/configuration.md (Runtime keys) is its reference, and a test in docs/
+// keeps the two equal.
 type runtimeKey struct {
 	name     string
 	kind     rtKind

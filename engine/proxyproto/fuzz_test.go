@@ -34,11 +34,13 @@ func libAddrs(b []byte) (src, dst netip.AddrPort, ok bool) {
 // header that Parse rejects on purpose.
 var libAcceptsMore = []string{
 	// Each is against the spec's text; the library splits the line on
-	// spaces, checks only "PROXY" of the first, ignores fields past the sixth, reads ports with strconv.Atoi
+	// spaces, checks only "PROXY" of the first, ignores fields past the sixth
+	// (even one holding a lone CR), reads ports with strconv.Atoi
 	// (signs, leading zeros) and addresses with netip.ParseAddr (zones).
 	"v1 header does not start with \"PROXY \"",
 	"v1 port has a leading zero",
 	"v1 line has more than four fields",
+	"v1 line has a CR without LF",
 	"v1 address or port has an unexpected character",
 }
 

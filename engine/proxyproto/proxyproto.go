@@ -1,6 +1,8 @@
-// Package proxyproto builds PROXY protocol headers (v1 text, v2 binary) that
-// bal sends to a backend before any client byte, so the backend learns the
-// real client address. See https://www.haproxy.org/download/2.9/doc/proxy-protocol.txt.
+// Package proxyproto reads and writes PROXY protocol headers (v1 text, v2
+// binary). Append builds the header bal sends to a backend before any client
+// byte, so the backend learns the real client address; Parse reads the header
+// an upstream balancer sends to bal, so bal learns it. See
+// https://www.haproxy.org/download/2.9/doc/proxy-protocol.txt.
 package proxyproto
 
 import (

@@ -76,3 +76,34 @@ func TestFailReasonString(t *testing.T) {
 		}
 	}
 }
+
+func TestLocalCause(t *testing.T) {
+	connect := func(e syscall.Errno) error {
+		return fmt.Errorf("connect 10.0.0.1:80: %w", os.NewSyscallError("connect", e))
+	}
+	tests := []struct {
+		name string
+		err  error
+		want LocalResource
+	}{
+		{"nil", nil, ""},
+		{"emfile", connect(syscall.EMFILE), LocalFDs},
+		{"enfile", connect(syscall.ENFILE), LocalFDs},
+		{"eaddrnotavail", connect(syscall.EADDRNOTAVAIL), LocalPorts},
+		{"enomem", connect(syscall.ENOMEM), LocalMemory},
+		{"enobufs", syscall.ENOBUFS, LocalMemory},
+		{"refused", connect(syscall.ECONNREFUSED), ""},
+		{"timeout", ErrConnectTimeout, ""},
+		{"other", errors.New("boom"), ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := LocalCause(tt.err); got != tt.want {
+				t.Fatalf("LocalCause(%v) = %q, want %q", tt.err, got, tt.want)
+			}
+			if got := IsLocal(tt.err); got != (tt.want != "") {
+				t.Fatalf("IsLocal(%v) = %v, want %v", tt.err, got, tt.want != "")
+			}
+		})
+	}
+}

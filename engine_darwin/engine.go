@@ -9,7 +9,6 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -132,7 +131,7 @@ func (e *Engine) acceptLoop() {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
-			if spare >= 0 && (errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)) {
+			if spare >= 0 && engine.LocalCause(err) == engine.LocalFDs {
 				_ = unix.Close(spare)
 				if e.resetPending() {
 					e.stats.rejected.Add(1)

@@ -42,17 +42,15 @@ func (p *pair) connectNext() {
 				p.l.schedule(p, p.dialStart+p.connectTimeout)
 			}
 			return
-		case errLocal(err):
+		case engine.IsLocal(err):
 			// Out of descriptors, memory or local ports here: not the
 			// backend's fault, and every other backend would fail the same
 			// way, so the client is reset now rather than walked through
 			// the whole pool (which protection mode would count as every
-			// backend failing).
-			if errCounted(err) {
-				p.l.e.pol.DialResult(&p.info, t, err, time.Duration(p.l.now()-p.dialStart))
-			}
+			// backend failing). The policy counts it as a local failure.
+			p.l.e.pol.DialResult(&p.info, t, err, time.Duration(p.l.now()-p.dialStart))
 			p.closeBackend(true)
-			p.l.e.localFails.Note("local_"+localWhat(err), time.Now())
+			p.l.e.localFails.Note("local_"+string(engine.LocalCause(err)), time.Now())
 			p.finish(engine.CloseError, true, false)
 			return
 		default:
@@ -168,33 +166,6 @@ func (p *pair) startRelay() {
 }
 
 // ---- helpers ----
-
-// errLocal reports errors that are this host's resource limits: no
-// descriptor, no memory, no free local port (EADDRNOTAVAIL from connect).
-func errLocal(err error) bool {
-	return errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) ||
-		errors.Is(err, unix.ENOBUFS) || errors.Is(err, unix.ENOMEM) ||
-		errors.Is(err, unix.EADDRNOTAVAIL)
-}
-
-// errCounted: local failures reported to the policy (descriptors and
-// ports), which counts descriptor shortages as local_connect_failures
-// without blaming the backend. Memory errors are not reported, so that they
-// are never blamed on a backend.
-func errCounted(err error) bool {
-	return errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) || errors.Is(err, unix.EADDRNOTAVAIL)
-}
-
-// localWhat names a local failure for the rate-limited log.
-func localWhat(err error) string {
-	switch {
-	case errors.Is(err, unix.EADDRNOTAVAIL):
-		return "ports"
-	case errors.Is(err, unix.EMFILE), errors.Is(err, unix.ENFILE):
-		return "fds"
-	}
-	return "memory"
-}
 
 // netip2sockaddr converts a target address; IPv4-mapped addresses dial IPv4.
 func netip2sockaddr(t engine.Target) unix.Sockaddr {

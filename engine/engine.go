@@ -66,16 +66,58 @@ type CloseInfo struct {
 	Duration          time.Duration
 }
 
+// RejectReason says why a client connection was refused (reset at once,
+// never relayed). The policy counts every refusal by reason.
+type RejectReason string
+
+// Reject reasons, as counted in status and metrics.
+const (
+	// RejectLimit: no capacity — max_concurrent_connections is reached (the
+	// policy's Admit), or the engine has no descriptor headroom left
+	// (reported by the engine through Policy.Refused).
+	RejectLimit RejectReason = "limit"
+	// RejectACL: the client's address is denied, or not allowed (access
+	// control).
+	RejectACL RejectReason = "acl"
+	// RejectSourceLimit: the client's source has too many connections open
+	// (access control, per-source connection limit).
+	RejectSourceLimit RejectReason = "source_limit"
+	// RejectSourceRate: the client's source opens connections too fast
+	// (access control, per-source rate).
+	RejectSourceRate RejectReason = "source_rate"
+	// RejectProxyHeader: the PROXY header expected from an upstream
+	// balancer is missing, malformed, late, or comes from an untrusted
+	// address (access control, client identity).
+	RejectProxyHeader RejectReason = "proxy_header"
+	// RejectNoRoute: no route matches the connection and there is no
+	// default pool (routing).
+	RejectNoRoute RejectReason = "no_route"
+)
+
+// RejectReasons returns every RejectReason, in the order status and
+// metrics list them.
+func RejectReasons() []RejectReason {
+	return []RejectReason{RejectLimit, RejectACL, RejectSourceLimit, RejectSourceRate, RejectProxyHeader, RejectNoRoute}
+}
+
 // Policy is everything an engine asks the upper layers. Implementations are
 // goroutine-safe and never block: engines call them from event loops.
 //
 // For every connection the engine calls Admit once. If Admit returns false the
-// engine resets the client (SO_LINGER 0) and calls nothing else. If it returns
-// true the engine calls Pick (attempt 0, 1, ...) and DialResult after each
-// connect until one succeeds or Pick returns false, and finally Closed exactly
-// once.
+// engine resets the client (SO_LINGER 0) and calls nothing else: the policy
+// counted the refusal itself. If it returns true the engine calls Pick
+// (attempt 0, 1, ...) and DialResult after each connect until one succeeds or
+// Pick returns false, and finally Closed exactly once.
+//
+// A connection the engine refuses on its own, before Admit (no descriptor
+// headroom), is reported with Refused instead, and nothing else is called
+// for it.
 type Policy interface {
 	Admit(c *ConnInfo) bool
+	// Refused reports a connection the engine reset without calling Admit,
+	// for reason r (engines use RejectLimit). c has Client, Local and
+	// Accepted filled when the engine knows them.
+	Refused(c *ConnInfo, r RejectReason)
 	Pick(c *ConnInfo, attempt int) (Target, bool)
 	DialResult(c *ConnInfo, t Target, err error, rtt time.Duration)
 	Closed(c *ConnInfo, s CloseInfo)
@@ -132,8 +174,7 @@ type Options struct {
 
 // Stats are lock-free counters of one engine since Start.
 type Stats struct {
-	Accepted uint64 // connections accepted and admitted
-	Rejected uint64 // connections reset at admission (overload or fd headroom)
+	Accepted uint64 // connections accepted and admitted (the policy counts refusals)
 	Active   uint64 // connections open now (connecting or relaying)
 	BytesIn  uint64 // client→backend bytes relayed
 	BytesOut uint64 // backend→client bytes relayed

@@ -41,12 +41,8 @@ type Engine struct {
 	acceptEnd chan struct{}
 	done      chan error
 
-	rejects engine.RejectLog
-	// localFails logs backend connects that failed for a local reason
-	// (descriptors, ports) at most once a second.
-	localFails engine.RejectLog
-	room       fdRoom
-	stats      struct{ accepted, rejected, active, bytesIn, bytesOut atomic.Uint64 }
+	room  fdRoom
+	stats struct{ accepted, active, bytesIn, bytesOut atomic.Uint64 }
 }
 
 var _ engine.Engine = (*Engine)(nil)
@@ -75,8 +71,6 @@ func newEngine(opts engine.Options, p engine.Policy, c copier) *Engine {
 		acceptEnd: make(chan struct{}),
 		done:      make(chan error, 1),
 	}
-	e.rejects.Logger = log
-	e.localFails.Logger = log
 	e.dialCtx, e.cancelDial = context.WithCancel(context.Background())
 	return e
 }
@@ -105,7 +99,6 @@ func (e *Engine) Done() <-chan error { return e.done }
 func (e *Engine) Stats() engine.Stats {
 	return engine.Stats{
 		Accepted: e.stats.accepted.Load(),
-		Rejected: e.stats.rejected.Load(),
 		Active:   e.stats.active.Load(),
 		BytesIn:  e.stats.bytesIn.Load(),
 		BytesOut: e.stats.bytesOut.Load(),
@@ -134,8 +127,7 @@ func (e *Engine) acceptLoop() {
 			if spare >= 0 && engine.LocalCause(err) == engine.LocalFDs {
 				_ = unix.Close(spare)
 				if e.resetPending() {
-					e.stats.rejected.Add(1)
-					e.rejects.Note("fd_headroom", time.Now())
+					e.policy.Refused(&engine.ConnInfo{Local: e.addr, Accepted: time.Now()}, engine.RejectLimit)
 				}
 				spare = openSpare()
 				continue
@@ -144,10 +136,15 @@ func (e *Engine) acceptLoop() {
 				spare = openSpare() // for the next time
 			}
 			// ENOBUFS, ENOMEM, no spare...: the listener still works once
-			// the pressure ends. Back off instead of spinning.
+			// the pressure ends. Back off instead of spinning; the first
+			// failure of a run is a warning, the rest (at most a few a
+			// second with the back-off) debug lines.
+			level := slog.LevelDebug
+			if backoff == 0 {
+				level = slog.LevelWarn
+			}
 			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			e.rejects.Note("accept_error", time.Now())
-			e.log.Debug("accept failed", "error", err, "backoff_ms", backoff.Milliseconds())
+			e.log.Log(context.Background(), level, "accept failed", "error", err, "backoff_ms", backoff.Milliseconds())
 			time.Sleep(backoff)
 			continue
 		}
@@ -190,24 +187,21 @@ func (e *Engine) resetPending() bool {
 
 func (e *Engine) admit(c *net.TCPConn) {
 	now := time.Now()
-	if !e.room.admit(now) {
-		// Too few descriptors left for the relay (sockets, pipes) and the
-		// rest of bal: reset it now rather than fail half-way.
-		e.stats.rejected.Add(1)
-		e.rejects.Note("fd_headroom", now)
-		_ = c.SetLinger(0)
-		_ = c.Close()
-		return
-	}
 	ci := &engine.ConnInfo{
 		ID:       e.nextID.Add(1),
 		Client:   c.RemoteAddr().(*net.TCPAddr).AddrPort(),
 		Local:    c.LocalAddr().(*net.TCPAddr).AddrPort(),
 		Accepted: now,
 	}
+	if !e.room.admit(now) {
+		// Too few descriptors left for the relay (sockets, pipes) and the
+		// rest of bal: reset it now rather than fail half-way.
+		e.policy.Refused(ci, engine.RejectLimit)
+		_ = c.SetLinger(0)
+		_ = c.Close()
+		return
+	}
 	if !e.policy.Admit(ci) {
-		e.stats.rejected.Add(1)
-		e.rejects.Note("max_connections", now)
 		_ = c.SetLinger(0) // reset: no TIME_WAIT piles up
 		_ = c.Close()
 		return

@@ -12,7 +12,8 @@ const pairCost = 6
 // fdRoom keeps admission below RLIMIT_NOFILE with a reserve, so that
 // accept(2), backend dials, splice pipes and health checks of this process
 // do not run into EMFILE: a connection that does not fit is reset at
-// accept (counted as rejected, "fd_headroom"), like the gnet engine does.
+// accept (reported to the policy as refused, engine.RejectLimit), like the
+// gnet engine does.
 // The count of open descriptors is read from the kernel at most every
 // refreshEvery while far from the limit, and at every admission once the
 // room left is small.

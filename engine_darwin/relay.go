@@ -86,8 +86,8 @@ func (p *pair) run() {
 		case engine.IsLocal(err):
 			// Out of descriptors, memory or ports here: reset the client
 			// like a refusal.
+			// The policy counted and logged it (DialResult).
 			reason, rst = engine.CloseError, true
-			p.e.localFails.Note("local_"+string(engine.LocalCause(err)), time.Now())
 		case !errors.Is(err, engine.ErrNoBackend):
 			reason = engine.CloseDrained
 		}

@@ -47,10 +47,10 @@ func (p *pair) connectNext() {
 			// backend's fault, and every other backend would fail the same
 			// way, so the client is reset now rather than walked through
 			// the whole pool (which protection mode would count as every
-			// backend failing). The policy counts it as a local failure.
+			// backend failing). The policy counts and logs it as a local
+			// failure.
 			p.l.e.pol.DialResult(&p.info, t, err, time.Duration(p.l.now()-p.dialStart))
 			p.closeBackend(true)
-			p.l.e.localFails.Note("local_"+string(engine.LocalCause(err)), time.Now())
 			p.finish(engine.CloseError, true, false)
 			return
 		default:

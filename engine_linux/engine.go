@@ -64,8 +64,6 @@ func New(opts engine.Options, p engine.Policy) (engine.Engine, error) {
 		done:   make(chan error, 1),
 		base:   time.Now(),
 	}
-	e.rejects.Logger = log
-	e.localFails.Logger = log
 	return e, nil
 }
 
@@ -74,13 +72,9 @@ type Engine struct {
 	opts    engine.Options
 	pol     engine.Policy
 	log     *slog.Logger
-	rejects engine.RejectLog
-	// localFails logs backend connects that failed for a local reason
-	// (descriptors, ports, memory) at most once a second.
-	localFails engine.RejectLog
-	nloops     int
-	base       time.Time // origin of the data loops' monotonic clock
-	reserve    int64     // fds kept free below RLIMIT_NOFILE
+	nloops  int
+	base    time.Time // origin of the data loops' monotonic clock
+	reserve int64     // fds kept free below RLIMIT_NOFILE
 
 	addr     netip.AddrPort // bound address (port resolved)
 	wildcard bool           // listening on an unspecified address: ask the kernel for Local
@@ -95,7 +89,6 @@ type Engine struct {
 
 	nextID   atomic.Uint64
 	accepted atomic.Uint64
-	rejected atomic.Uint64
 	active   atomic.Int64
 
 	mu       sync.Mutex // serialises Start, Drain and Close
@@ -125,7 +118,6 @@ func (e *Engine) Done() <-chan error { return e.done }
 func (e *Engine) Stats() engine.Stats {
 	s := engine.Stats{
 		Accepted: e.accepted.Load(),
-		Rejected: e.rejected.Load(),
 	}
 	if a := e.active.Load(); a > 0 {
 		s.Active = uint64(a)
@@ -335,12 +327,10 @@ func (e *Engine) adoptQueued(fds []int) {
 				break // EAGAIN: the queue is empty
 			}
 			now := time.Now()
-			p, why := e.admit(sockaddrToAddrPort(sa), fd, now)
+			p := e.admit(sockaddrToAddrPort(sa), fd, now)
 			if p == nil {
 				_ = unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
 				_ = unix.Close(fd)
-				e.rejected.Add(1)
-				e.rejects.Note(why, now)
 				continue
 			}
 			p.cfd = fd

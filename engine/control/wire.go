@@ -147,10 +147,9 @@ func StatusFrom(st server.Status, snap *config.Snapshot, now time.Time) Status {
 		Backends:          make([]Backend, 0, len(p.Backends)),
 		ActiveConnections: p.Active,
 		TotalConnections:  p.Total,
-		// The engines reset at admission (max connections, fd headroom);
-		// the policy counts its own refusals inside Admit, which the
-		// engines count too.
-		RejectedConnections:  max(st.Rejected, p.Rejected),
+		// The policy counts every refusal: its own (Admit) and the
+		// engines' (no descriptor headroom).
+		RejectedConnections:  p.Rejected,
 		NoBackendConnections: p.NoBackend,
 		LocalConnectFailures: p.LocalFailures,
 		Bytes:                Bytes{ClientToBackend: st.BytesIn, BackendToClient: st.BytesOut},

@@ -506,8 +506,8 @@ func (s *suite) testAdmission(t *testing.T) {
 	if !isReset(err) {
 		t.Fatalf("over the limit: client got %v, want a reset", err)
 	}
-	if r := h.eng.Stats().Rejected; r != 1 {
-		t.Fatalf("Stats.Rejected = %d, want 1", r)
+	if r, l := h.pol.Rejected(), h.pol.RejectedBy(engine.RejectLimit); r != 1 || l != 1 {
+		t.Fatalf("policy counted %d rejections (%d for the limit), want 1", r, l)
 	}
 	c1.Close()
 	h.waitClosed()

@@ -64,7 +64,7 @@ func Append(dst []byte, st server.Status, version string) []byte {
 	e.sample("bal_connections_total", nil, p.Total)
 
 	e.family("bal_connections_rejected_total", "counter", "Client connections reset at admission (max_concurrent_connections reached, or no descriptor headroom).")
-	e.sample("bal_connections_rejected_total", nil, st.Rejected)
+	e.sample("bal_connections_rejected_total", nil, p.Rejected)
 
 	e.family("bal_connections_no_backend_total", "counter", "Admitted client connections closed because every backend was unavailable.")
 	e.sample("bal_connections_no_backend_total", nil, p.NoBackend)

@@ -312,7 +312,6 @@ func (s *Server) retire(l *listener) {
 		delete(s.draining, l)
 		st := l.eng.Stats()
 		s.retired.Accepted += st.Accepted
-		s.retired.Rejected += st.Rejected
 		s.retired.BytesIn += st.BytesIn
 		s.retired.BytesOut += st.BytesOut
 		s.mu.Unlock()
@@ -524,8 +523,7 @@ type Status struct {
 	Engine         string
 	Started        time.Time
 	Policy         policy.Status
-	Accepted       uint64 // connections admitted by the engines
-	Rejected       uint64 // connections reset at admission (engines' count)
+	Accepted       uint64 // connections admitted by the engines (Policy.Rejected counts refusals)
 	BytesIn        uint64 // client→backend bytes, live
 	BytesOut       uint64 // backend→client bytes, live
 	Draining       int    // old listeners still finishing connections
@@ -550,7 +548,6 @@ func (s *Server) Status() Status {
 		Reloads:        s.reloads.Load(),
 		ReloadFailures: s.reloadFailures.Load(),
 		Accepted:       s.retired.Accepted,
-		Rejected:       s.retired.Rejected,
 		BytesIn:        s.retired.BytesIn,
 		BytesOut:       s.retired.BytesOut,
 	}
@@ -570,7 +567,6 @@ func (s *Server) Status() Status {
 	for _, e := range engines {
 		es := e.Stats()
 		st.Accepted += es.Accepted
-		st.Rejected += es.Rejected
 		st.BytesIn += es.BytesIn
 		st.BytesOut += es.BytesOut
 	}

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"sync/atomic"
@@ -170,6 +171,44 @@ type Options struct {
 	Tunables *TunableStore
 	// Logger receives the engine's own log lines; nil discards them.
 	Logger *slog.Logger
+}
+
+// Validate reports the first unusable field of o, wrapping
+// ErrInvalidOptions: every engine's New calls it, so that engines agree on
+// what they accept and none fills in a default of its own.
+func (o Options) Validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: "+format, append([]any{ErrInvalidOptions}, args...)...)
+	}
+	switch {
+	case !o.Listen.IsValid():
+		return bad("Listen %v is not an address", o.Listen)
+	case o.Backlog < 0:
+		return bad("Backlog %d is negative (0 means the kernel maximum)", o.Backlog)
+	case o.Loops < 0:
+		return bad("Loops %d is negative (0 means GOMAXPROCS)", o.Loops)
+	case o.Tunables == nil || o.Tunables.Load() == nil:
+		return bad("Tunables is required")
+	}
+	t := o.Tunables.Load()
+	switch {
+	case t.ConnectTimeout <= 0:
+		return bad("Tunables.ConnectTimeout %v must be positive", t.ConnectTimeout)
+	case t.IdleTimeout < 0:
+		return bad("Tunables.IdleTimeout %v is negative (0 means none)", t.IdleTimeout)
+	case t.ProxyProtocol > ProxyV2:
+		return bad("Tunables.ProxyProtocol %d is not off, v1 or v2", t.ProxyProtocol)
+	}
+	return nil
+}
+
+// CheckNew is what every engine's New checks first: o is valid (Validate)
+// and p is not nil. The error wraps ErrInvalidOptions.
+func CheckNew(o Options, p Policy) error {
+	if p == nil {
+		return fmt.Errorf("%w: nil Policy", ErrInvalidOptions)
+	}
+	return o.Validate()
 }
 
 // Stats are lock-free counters of one engine since Start.

@@ -17,6 +17,9 @@ var (
 	ErrNoBackend = errors.New("all backends unavailable")
 	// ErrClosed: the engine was closed or drained.
 	ErrClosed = errors.New("engine closed")
+	// ErrInvalidOptions: an engine was built with unusable Options (see
+	// Options.Validate) or without a policy.
+	ErrInvalidOptions = errors.New("invalid engine options")
 )
 
 // FailReason classifies a failed backend connect.

@@ -3,6 +3,7 @@ package stdengine
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -47,14 +48,20 @@ type Engine struct {
 
 var _ engine.Engine = (*Engine)(nil)
 
-// New returns an engine; it does not bind until Start. It satisfies engine.Factory.
+// New returns an engine; it does not bind until Start. It satisfies
+// engine.Factory; invalid options are an error wrapping
+// engine.ErrInvalidOptions.
 func New(opts engine.Options, p engine.Policy) (engine.Engine, error) {
-	return newEngine(opts, p, defaultCopier), nil
+	e, err := newEngine(opts, p, defaultCopier)
+	if err != nil {
+		return nil, err // not a nil *Engine in a non-nil interface
+	}
+	return e, nil
 }
 
-func newEngine(opts engine.Options, p engine.Policy, c copier) *Engine {
-	if opts.Tunables == nil {
-		opts.Tunables = engine.NewTunableStore(engine.Tunables{ConnectTimeout: 5 * time.Second})
+func newEngine(opts engine.Options, p engine.Policy, c copier) (*Engine, error) {
+	if err := engine.CheckNew(opts, p); err != nil {
+		return nil, fmt.Errorf("stdengine: %w", err)
 	}
 	log := opts.Logger
 	if log == nil {
@@ -72,7 +79,7 @@ func newEngine(opts engine.Options, p engine.Policy, c copier) *Engine {
 		done:      make(chan error, 1),
 	}
 	e.dialCtx, e.cancelDial = context.WithCancel(context.Background())
-	return e
+	return e, nil
 }
 
 // Start binds the listener and starts accepting.

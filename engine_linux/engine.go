@@ -27,20 +27,11 @@ var ErrDataLoop = errors.New("data loop failed")
 
 var _ engine.Engine = (*Engine)(nil)
 
-// New is the engine.Factory of the Linux engine. It validates the options;
-// nothing is bound until Start.
+// New is the engine.Factory of the Linux engine. It validates the options
+// (errors wrap engine.ErrInvalidOptions); nothing is bound until Start.
 func New(opts engine.Options, p engine.Policy) (engine.Engine, error) {
-	if p == nil {
-		return nil, errors.New("gnetengine: nil policy")
-	}
-	if opts.Tunables == nil || opts.Tunables.Load() == nil {
-		return nil, errors.New("gnetengine: Options.Tunables is required")
-	}
-	if !opts.Listen.IsValid() {
-		return nil, fmt.Errorf("gnetengine: invalid listen address %v", opts.Listen)
-	}
-	if opts.Backlog < 0 {
-		return nil, fmt.Errorf("gnetengine: negative backlog %d", opts.Backlog)
+	if err := engine.CheckNew(opts, p); err != nil {
+		return nil, fmt.Errorf("gnetengine: %w", err)
 	}
 	// Each loop is one gnet goroutine plus one data-loop goroutine, both
 	// blocking in epoll_wait. GOMAXPROCS is left alone: on one pinned CPU,

@@ -33,7 +33,7 @@ func TestMain(m *testing.M) {
 }
 
 // TestEndToEnd runs a real server (real listener, real backends, the real
-// policy) with metrics.Write on runtime.metrics_address, once per engine,
+// policy) with metrics.Handler on runtime.metrics_address, once per engine,
 // and watches the scraped values follow the traffic.
 func TestEndToEnd(t *testing.T) {
 	engines := []string{config.EngineStd}
@@ -95,7 +95,7 @@ func start(t *testing.T, c setup) *running {
 		t.Fatalf("config: %v\n%s", err, c.yaml(port, mport))
 	}
 	srv := server.New(snap, server.Options{
-		Metrics: metrics.Writer("test"),
+		Metrics: func(status func() server.Status) http.Handler { return metrics.Handler(status, "test") },
 		Logger:  slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
 	if err := srv.Start(context.Background()); err != nil {

@@ -13,9 +13,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"runtime"
@@ -51,10 +51,11 @@ type Options struct {
 	// its own is restarted before Fatal fires; 0 means 5 per minute.
 	Restarts      int
 	RestartWindow time.Duration
-	// Metrics writes the Prometheus text exposition of a status (it is
-	// engine/metrics.Write). When set, runtime.metrics_address gets an HTTP
-	// listener serving GET /metrics, rebound on reload.
-	Metrics func(w io.Writer, st Status)
+	// Metrics builds the GET /metrics handler over the server's live
+	// status (cmd/bal passes engine/metrics.Handler). When set,
+	// runtime.metrics_address gets an HTTP listener serving it, rebound on
+	// reload, and MetricsHandler returns it for the control socket.
+	Metrics func(status func() Status) http.Handler
 }
 
 // ReloadResult is the outcome of the latest reload.
@@ -99,6 +100,7 @@ type Server struct {
 
 	reloads, reloadFailures atomic.Uint64
 	metrics                 *metricsListener
+	metricsH                http.Handler // built by Options.Metrics; nil without
 
 	bg     sync.WaitGroup
 	cancel context.CancelFunc
@@ -124,7 +126,7 @@ func New(snap *config.Snapshot, o Options) *Server {
 	if o.Level != nil {
 		o.Level.Set(snap.LogLevel)
 	}
-	return &Server{
+	s := &Server{
 		opts:     o,
 		log:      o.Logger,
 		policy:   policy.New(snap, po),
@@ -133,6 +135,10 @@ func New(snap *config.Snapshot, o Options) *Server {
 		draining: make(map[*listener]struct{}),
 		fatal:    make(chan error, 1),
 	}
+	if o.Metrics != nil {
+		s.metricsH = o.Metrics(s.Status)
+	}
+	return s
 }
 
 func tunables(s *config.Snapshot) engine.Tunables {

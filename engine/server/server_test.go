@@ -378,8 +378,10 @@ func waitFor(t *testing.T, cond func() bool) {
 	t.Fatal("condition not met within 5 s")
 }
 
-func fakeMetrics(w io.Writer, st Status) {
-	fmt.Fprintf(w, "bal_connections_total %d\n", st.Policy.Total)
+func fakeMetrics(status func() Status) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintf(w, "bal_connections_total %d\n", status().Policy.Total)
+	})
 }
 
 func scrape(t *testing.T, addr string) (string, error) {

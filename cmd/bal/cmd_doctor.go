@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/bal-lb/bal/engine"
-	"github.com/bal-lb/bal/engine/auto"
 	"github.com/bal-lb/bal/engine/config"
 	"github.com/bal-lb/bal/engine/control"
 	"github.com/bal-lb/bal/engine/limits"
@@ -462,9 +461,10 @@ func (d *diagnosis) checkLimits() {
 		somaxconnKnown = somaxconn > 0
 		source = "the running bal"
 	case d.snap != nil:
-		_, name, err := auto.Select(d.snap.Runtime.Engine)
-		if err != nil {
-			name = d.snap.Runtime.Engine
+		name := d.snap.Runtime.Engine
+		e, err := selectEngine(name)
+		if err == nil {
+			name = e.Name
 		}
 		eng, maxConns, blog = name, d.snap.Runtime.MaxConcurrentConnections, d.snap.Runtime.TCPBacklog
 		// Go raises the soft limit to the hard one at start-up: this

@@ -24,7 +24,6 @@ import (
 	"time"
 
 	"github.com/bal-lb/bal/engine"
-	"github.com/bal-lb/bal/engine/auto"
 	"github.com/bal-lb/bal/engine/config"
 	"github.com/bal-lb/bal/engine/policy"
 )
@@ -35,16 +34,30 @@ var (
 	ErrReloadRejected = errors.New("reload rejected")
 	// ErrStopped: the server was shut down.
 	ErrStopped = errors.New("server stopped")
+	// ErrNoEngines: Options.Engines was not given; Start fails with it.
+	ErrNoEngines = errors.New("server: Options.Engines is required (the composition root maps runtime.engine to an engine)")
 )
 
-// Options configure a Server. The zero value works.
+// Engine is one engine implementation, as Options.Engines names it for a
+// runtime.engine value.
+type Engine struct {
+	// Name is the concrete engine ("gnet", "std"): status, metrics and logs
+	// report it, and a reload that changes it needs a restart.
+	Name string
+	// New builds the engine.
+	New engine.Factory
+}
+
+// Options configure a Server. Engines is required; the rest may be zero.
 type Options struct {
 	// Logger receives the server's, the policy's and the engines' logs.
 	Logger *slog.Logger
 	// Level, when set, is switched to each snapshot's log_level.
 	Level *slog.LevelVar
-	// Select maps runtime.engine to a factory; nil means auto.Select.
-	Select func(name string) (engine.Factory, string, error)
+	// Engines maps a runtime.engine value ("auto", "gnet", "std") to the
+	// engine to run, or an error that rejects the start or the reload.
+	// cmd/bal supplies it: the server links no engine of its own.
+	Engines func(runtimeEngine string) (Engine, error)
 	// Policy options (tests inject clocks and resolvers); Logger is filled in.
 	Policy policy.Options
 	// Restarts is how many times in RestartWindow a listener that died on
@@ -69,7 +82,7 @@ type ReloadResult struct {
 // listener is one engine on one address.
 type listener struct {
 	eng     engine.Engine
-	name    string // gnet | std
+	impl    Engine // which engine it is
 	addr    netip.AddrPort
 	backlog int
 	stop    chan struct{} // closed when we retire it (no more restarts)
@@ -111,9 +124,6 @@ type Server struct {
 func New(snap *config.Snapshot, o Options) *Server {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
-	}
-	if o.Select == nil {
-		o.Select = auto.Select
 	}
 	if o.Restarts <= 0 {
 		o.Restarts = 5
@@ -172,9 +182,21 @@ func ListenAddr(ctx context.Context, s *config.Snapshot) (netip.AddrPort, error)
 	return netip.AddrPortFrom(ips[0].Unmap(), port), nil
 }
 
+// engineFor is the engine Options.Engines names for snap's runtime.engine.
+func (s *Server) engineFor(snap *config.Snapshot) (Engine, error) {
+	if s.opts.Engines == nil {
+		return Engine{}, ErrNoEngines
+	}
+	e, err := s.opts.Engines(snap.Runtime.Engine)
+	if err == nil && e.New == nil {
+		err = fmt.Errorf("runtime.engine %q: no factory for engine %q", snap.Runtime.Engine, e.Name)
+	}
+	return e, err
+}
+
 // startListener builds, probes and starts an engine for snap.
 func (s *Server) startListener(ctx context.Context, snap *config.Snapshot) (*listener, error) {
-	factory, name, err := s.opts.Select(snap.Runtime.Engine)
+	eng, err := s.engineFor(snap)
 	if err != nil {
 		return nil, err
 	}
@@ -182,40 +204,43 @@ func (s *Server) startListener(ctx context.Context, snap *config.Snapshot) (*lis
 	if err != nil {
 		return nil, err
 	}
-	return s.startEngine(ctx, factory, name, addr, snap.Runtime.TCPBacklog)
+	return s.startEngine(ctx, eng, addr, snap.Runtime.TCPBacklog)
 }
 
-func (s *Server) startEngine(ctx context.Context, factory engine.Factory, name string, addr netip.AddrPort, backlog int) (*listener, error) {
+func (s *Server) startEngine(ctx context.Context, impl Engine, addr netip.AddrPort, backlog int) (*listener, error) {
 	// A bind without SO_REUSEPORT first: a port held by anyone, another
 	// bal with SO_REUSEPORT included, is "in use" (SPEC §3.1).
 	if err := engine.ProbeBind(addr); err != nil {
 		return nil, err
 	}
-	eng, err := factory(engine.Options{
+	eng, err := impl.New(engine.Options{
 		Listen:   addr,
 		Backlog:  backlog,
 		Tunables: s.tunables,
 		Logger:   s.log,
 	}, s.policy)
 	if err != nil {
-		return nil, fmt.Errorf("engine %s: %w", name, err)
+		return nil, fmt.Errorf("engine %s: %w", impl.Name, err)
 	}
 	if err := eng.Start(ctx); err != nil {
 		_ = eng.Close()
 		return nil, err
 	}
 	// The engine logs "listening" itself.
-	return &listener{eng: eng, name: name, addr: eng.Addr(), backlog: backlog, stop: make(chan struct{})}, nil
+	return &listener{eng: eng, impl: impl, addr: eng.Addr(), backlog: backlog, stop: make(chan struct{})}, nil
 }
 
 // Start binds the listener and starts the background work (health checks,
 // protection timer, access log). It fails, leaving nothing running, when the
-// listener cannot be bound.
+// listener cannot be bound, and with ErrNoEngines without Options.Engines.
 func (s *Server) Start(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return ErrStopped
+	}
+	if s.opts.Engines == nil {
+		return ErrNoEngines
 	}
 	// Hostname backends get an address before the first client arrives;
 	// failures are counted by the health checks, never fatal.
@@ -255,7 +280,7 @@ func (s *Server) watch(l *listener) {
 		case <-l.stop:
 			return
 		}
-		s.log.Error("listener died", "address", l.addr.String(), "engine", l.name, "error", err)
+		s.log.Error("listener died", "address", l.addr.String(), "engine", l.impl.Name, "error", err)
 		if rerr := s.restart(l); rerr != nil {
 			s.log.Error("listener restart failed; exiting", "address", l.addr.String(), "error", rerr)
 			select {
@@ -285,13 +310,13 @@ func (s *Server) restart(dead *listener) error {
 	}
 	// The dead engine's connections may still be relaying: let them end.
 	s.retire(dead)
-	factory, name, err := s.opts.Select(s.snap.Runtime.Engine)
+	impl, err := s.engineFor(s.snap)
 	if err != nil {
 		return err
 	}
 	var l *listener
 	for try := range 20 { // the dead engine may still be releasing the port
-		if l, err = s.startEngine(context.Background(), factory, name, dead.addr, dead.backlog); err == nil {
+		if l, err = s.startEngine(context.Background(), impl, dead.addr, dead.backlog); err == nil {
 			break
 		}
 		time.Sleep(time.Duration(try+1) * 25 * time.Millisecond)
@@ -301,7 +326,7 @@ func (s *Server) restart(dead *listener) error {
 	}
 	s.cur = l
 	s.watch(l)
-	s.log.Warn("listener restarted", "address", l.addr.String(), "engine", name)
+	s.log.Warn("listener restarted", "address", l.addr.String(), "engine", impl.Name)
 	return nil
 }
 
@@ -390,7 +415,7 @@ func (s *Server) reload(ctx context.Context, next *config.Snapshot) (*ReloadResu
 
 	// A new listener is bound before anything else changes.
 	var fresh *listener
-	factory, name, err := s.opts.Select(next.Runtime.Engine)
+	impl, err := s.engineFor(next)
 	var addr netip.AddrPort
 	if err == nil {
 		addr, err = ListenAddr(ctx, next)
@@ -401,12 +426,12 @@ func (s *Server) reload(ctx context.Context, next *config.Snapshot) (*ReloadResu
 			want = netip.AddrPortFrom(want.Addr(), cur.addr.Port())
 		}
 		switch {
-		case want != cur.addr || name != cur.name:
+		case want != cur.addr || impl.Name != cur.impl.Name:
 			if want == cur.addr {
-				err = fmt.Errorf("runtime.engine %s -> %s on the same address needs a restart", cur.name, name)
+				err = fmt.Errorf("runtime.engine %s -> %s on the same address needs a restart", cur.impl.Name, impl.Name)
 				break
 			}
-			fresh, err = s.startEngine(ctx, factory, name, addr, next.Runtime.TCPBacklog)
+			fresh, err = s.startEngine(ctx, impl, addr, next.Runtime.TCPBacklog)
 			if errors.Is(err, engine.ErrAddrInUse) && overlaps(want, cur.addr) {
 				err = fmt.Errorf("listen %s: %w: it overlaps bal's own listener on %s, and a reload binds the new address before it closes the old one; change the port too, or restart bal", want, engine.ErrAddrInUse, cur.addr)
 			}
@@ -563,7 +588,7 @@ func (s *Server) Status() Status {
 	}
 	engines := make([]engine.Engine, 0, len(s.draining)+1)
 	if s.cur != nil {
-		st.Listen, st.Engine = s.cur.addr, s.cur.name
+		st.Listen, st.Engine = s.cur.addr, s.cur.impl.Name
 		engines = append(engines, s.cur.eng)
 	}
 	for l := range s.draining {

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bal-lb/bal/engine"
+	"github.com/bal-lb/bal/engine/limits"
 )
 
 // ErrListenerLost is sent on Done (wrapped) when the gnet front stopped
@@ -52,6 +53,7 @@ func New(opts engine.Options, p engine.Policy) (engine.Engine, error) {
 		pol:    p,
 		log:    log,
 		nloops: loops,
+		cost:   costFor(loops),
 		done:   make(chan error, 1),
 		base:   time.Now(),
 	}
@@ -60,12 +62,12 @@ func New(opts engine.Options, p engine.Policy) (engine.Engine, error) {
 
 // Engine is the gnet + splice engine. Create it with New.
 type Engine struct {
-	opts    engine.Options
-	pol     engine.Policy
-	log     *slog.Logger
-	nloops  int
-	base    time.Time // origin of the data loops' monotonic clock
-	reserve int64     // fds kept free below RLIMIT_NOFILE
+	opts   engine.Options
+	pol    engine.Policy
+	log    *slog.Logger
+	nloops int
+	cost   limits.Cost // descriptors: per connection, and spare for nloops
+	base   time.Time   // origin of the data loops' monotonic clock
 
 	addr     netip.AddrPort // bound address (port resolved)
 	wildcard bool           // listening on an unspecified address: ask the kernel for Local
@@ -171,7 +173,6 @@ func (e *Engine) Start(ctx context.Context) error {
 	e.addr = listen
 	e.wildcard = listen.Addr().IsUnspecified()
 	budget.refresh()
-	e.reserve = reserveFor(budget.limit.Load(), e.nloops)
 
 	e.loops = make([]*loop, e.nloops)
 	for i := range e.loops {

@@ -177,7 +177,7 @@ func (e *Engine) admit(client netip.AddrPort, fd int, now time.Time) *pair {
 	p.info.Client = client
 	p.info.Local = e.localOf(fd)
 	p.info.Accepted = now
-	if !budget.room(3, e.reserve) {
+	if !budget.room(admitFDs, e.cost) {
 		e.pol.Refused(&p.info, engine.RejectLimit)
 		return nil
 	}

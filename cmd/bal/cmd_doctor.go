@@ -476,9 +476,10 @@ func (d *diagnosis) checkLimits() {
 		d.add("limits", checkWarn, "not checked: the config does not load", "fix the config first")
 		return
 	}
-	need := limits.Needed(maxConns, eng)
+	cost := engineCost(eng)
+	need := cost.Needed(maxConns)
 	var warns, hints []string
-	fdPart := fmt.Sprintf("nofile %d (max_concurrent_connections %d x %d fds on %s + %d = %d)", nofile, maxConns, limits.FDsPerConn(eng), eng, limits.Reserve, need)
+	fdPart := fmt.Sprintf("nofile %d (max_concurrent_connections %d x %d fds on %s + %d = %d)", nofile, maxConns, cost.PerConn, eng, need-uint64(maxConns*cost.PerConn), need)
 	if nofile < need {
 		warns = append(warns, fmt.Sprintf("RLIMIT_NOFILE %d is below the %d descriptors max_concurrent_connections %d needs", nofile, need, maxConns))
 		hints = append(hints, fmt.Sprintf("raise the open-file limit to ≥ %d (LimitNOFILE= in the systemd unit, ulimit -n) or lower max_concurrent_connections; past it bal resets new connections", need))

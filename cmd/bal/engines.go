@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/bal-lb/bal/engine/config"
+	"github.com/bal-lb/bal/engine/limits"
 	"github.com/bal-lb/bal/engine/server"
 	stdengine "github.com/bal-lb/bal/engine_darwin"
 )
@@ -13,7 +14,7 @@ import (
 var errEngineUnavailable = errors.New("engine not available on this system")
 
 // stdEngine is the portable standard-library engine, available everywhere.
-var stdEngine = server.Engine{Name: config.EngineStd, New: stdengine.New}
+var stdEngine = server.Engine{Name: config.EngineStd, New: stdengine.New, Cost: stdengine.Cost()}
 
 // selectEngine maps runtime.engine to the engine bal runs (it is the
 // server's Options.Engines): "auto" is the gnet engine on Linux and the
@@ -36,4 +37,16 @@ func selectEngine(name string) (server.Engine, error) {
 		return gnet, nil
 	}
 	return server.Engine{}, fmt.Errorf("runtime.engine %q: %w", name, errEngineUnavailable)
+}
+
+// engineCost is the descriptor cost of the engine named (a concrete name or
+// a runtime.engine value); the std engine's for a name this system lacks.
+// bal doctor computes the RLIMIT_NOFILE it recommends from it, with the
+// formula the engines enforce.
+func engineCost(name string) limits.Cost {
+	e, err := selectEngine(name)
+	if err != nil {
+		return stdEngine.Cost
+	}
+	return e.Cost
 }

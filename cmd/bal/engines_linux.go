@@ -8,5 +8,5 @@ import (
 
 // gnetEngine is the gnet + splice engine, Linux only.
 func gnetEngine() (server.Engine, bool) {
-	return server.Engine{Name: config.EngineGnet, New: gnetengine.New}, true
+	return server.Engine{Name: config.EngineGnet, New: gnetengine.New, Cost: gnetengine.Cost()}, true
 }

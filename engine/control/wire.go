@@ -207,12 +207,12 @@ func StatusFrom(st server.Status, snap *config.Snapshot, now time.Time) Status {
 		}
 		out.Backends = append(out.Backends, wb)
 	}
-	out.Limits = processLimits(out.Engine)
+	out.Limits = processLimits(st.FDsPerConn)
 	return out
 }
 
-func processLimits(engine string) Limits {
-	l := Limits{FDsPerConnection: limits.FDsPerConn(engine)}
+func processLimits(fdsPerConn int) Limits {
+	l := Limits{FDsPerConnection: fdsPerConn}
 	l.NoFileSoft, l.NoFileHard, _ = limits.NoFile()
 	l.Somaxconn, _ = limits.Somaxconn()
 	return l

@@ -33,7 +33,7 @@ func stdEngines(name string) (server.Engine, error) {
 	if name != config.EngineStd {
 		return server.Engine{}, fmt.Errorf("runtime.engine %q: not available in these tests", name)
 	}
-	return server.Engine{Name: config.EngineStd, New: stdengine.New}, nil
+	return server.Engine{Name: config.EngineStd, New: stdengine.New, Cost: stdengine.Cost()}, nil
 }
 
 // TestEndToEnd runs a real server (real listener, real backends, the real

@@ -25,6 +25,7 @@ import (
 
 	"github.com/bal-lb/bal/engine"
 	"github.com/bal-lb/bal/engine/config"
+	"github.com/bal-lb/bal/engine/limits"
 	"github.com/bal-lb/bal/engine/policy"
 )
 
@@ -46,6 +47,9 @@ type Engine struct {
 	Name string
 	// New builds the engine.
 	New engine.Factory
+	// Cost is its use of descriptors (the engine package states it);
+	// Status reports Cost.PerConn.
+	Cost limits.Cost
 }
 
 // Options configure a Server. Engines is required; the rest may be zero.
@@ -552,6 +556,7 @@ type Status struct {
 	Listen         netip.AddrPort
 	Method         string
 	Engine         string
+	FDsPerConn     int // descriptors one connection holds on Engine (its Cost.PerConn)
 	Started        time.Time
 	Policy         policy.Status
 	Accepted       uint64 // connections admitted by the engines (Policy.Rejected counts refusals)
@@ -588,7 +593,7 @@ func (s *Server) Status() Status {
 	}
 	engines := make([]engine.Engine, 0, len(s.draining)+1)
 	if s.cur != nil {
-		st.Listen, st.Engine = s.cur.addr, s.cur.impl.Name
+		st.Listen, st.Engine, st.FDsPerConn = s.cur.addr, s.cur.impl.Name, s.cur.impl.Cost.PerConn
 		engines = append(engines, s.cur.eng)
 	}
 	for l := range s.draining {

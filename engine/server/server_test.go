@@ -35,7 +35,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 func stdEngines(name string) (Engine, error) {
 	switch name {
 	case config.EngineStd, config.EngineAuto, "":
-		return Engine{Name: config.EngineStd, New: stdengine.New}, nil
+		return Engine{Name: config.EngineStd, New: stdengine.New, Cost: stdengine.Cost()}, nil
 	}
 	return Engine{}, fmt.Errorf("runtime.engine %q: not available in these tests", name)
 }

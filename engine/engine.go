@@ -202,6 +202,16 @@ func (o Options) Validate() error {
 	return nil
 }
 
+// LoggerFor is the logger an engine named name logs with: Logger (or one
+// that discards) with the key engine=name on every line.
+func (o Options) LoggerFor(name string) *slog.Logger {
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return log.With("engine", name)
+}
+
 // CheckNew is what every engine's New checks first: o is valid (Validate)
 // and p is not nil. The error wraps ErrInvalidOptions.
 func CheckNew(o Options, p Policy) error {

@@ -63,11 +63,7 @@ func newEngine(opts engine.Options, p engine.Policy, c copier) (*Engine, error) 
 	if err := engine.CheckNew(opts, p); err != nil {
 		return nil, fmt.Errorf("stdengine: %w", err)
 	}
-	log := opts.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	log = log.With("engine", "std")
+	log := opts.LoggerFor("std")
 	e := &Engine{
 		opts:      opts,
 		policy:    p,

@@ -43,11 +43,7 @@ func New(opts engine.Options, p engine.Policy) (engine.Engine, error) {
 	if loops <= 0 {
 		loops = runtime.GOMAXPROCS(0)
 	}
-	log := opts.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	log = log.With("engine", "gnet")
+	log := opts.LoggerFor("gnet")
 	e := &Engine{
 		opts:   opts,
 		pol:    p,

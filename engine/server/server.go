@@ -200,7 +200,7 @@ func (s *Server) engineFor(snap *config.Snapshot) (Engine, error) {
 
 // startListener builds, probes and starts an engine for snap.
 func (s *Server) startListener(ctx context.Context, snap *config.Snapshot) (*listener, error) {
-	eng, err := s.engineFor(snap)
+	impl, err := s.engineFor(snap)
 	if err != nil {
 		return nil, err
 	}
@@ -208,7 +208,7 @@ func (s *Server) startListener(ctx context.Context, snap *config.Snapshot) (*lis
 	if err != nil {
 		return nil, err
 	}
-	return s.startEngine(ctx, eng, addr, snap.Runtime.TCPBacklog)
+	return s.startEngine(ctx, impl, addr, snap.Runtime.TCPBacklog)
 }
 
 func (s *Server) startEngine(ctx context.Context, impl Engine, addr netip.AddrPort, backlog int) (*listener, error) {

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"sync/atomic"
@@ -66,16 +67,58 @@ type CloseInfo struct {
 	Duration          time.Duration
 }
 
+// RejectReason says why a client connection was refused (reset at once,
+// never relayed). The policy counts every refusal by reason.
+type RejectReason string
+
+// Reject reasons, as counted in status and metrics.
+const (
+	// RejectLimit: no capacity — max_concurrent_connections is reached (the
+	// policy's Admit), or the engine has no descriptor headroom left
+	// (reported by the engine through Policy.Refused).
+	RejectLimit RejectReason = "limit"
+	// RejectACL: the client's address is denied, or not allowed (access
+	// control).
+	RejectACL RejectReason = "acl"
+	// RejectSourceLimit: the client's source has too many connections open
+	// (access control, per-source connection limit).
+	RejectSourceLimit RejectReason = "source_limit"
+	// RejectSourceRate: the client's source opens connections too fast
+	// (access control, per-source rate).
+	RejectSourceRate RejectReason = "source_rate"
+	// RejectProxyHeader: the PROXY header expected from an upstream
+	// balancer is missing, malformed, late, or comes from an untrusted
+	// address (access control, client identity).
+	RejectProxyHeader RejectReason = "proxy_header"
+	// RejectNoRoute: no route matches the connection and there is no
+	// default pool (routing).
+	RejectNoRoute RejectReason = "no_route"
+)
+
+// RejectReasons returns every RejectReason, in the order status and
+// metrics list them.
+func RejectReasons() []RejectReason {
+	return []RejectReason{RejectLimit, RejectACL, RejectSourceLimit, RejectSourceRate, RejectProxyHeader, RejectNoRoute}
+}
+
 // Policy is everything an engine asks the upper layers. Implementations are
 // goroutine-safe and never block: engines call them from event loops.
 //
 // For every connection the engine calls Admit once. If Admit returns false the
-// engine resets the client (SO_LINGER 0) and calls nothing else. If it returns
-// true the engine calls Pick (attempt 0, 1, ...) and DialResult after each
-// connect until one succeeds or Pick returns false, and finally Closed exactly
-// once.
+// engine resets the client (SO_LINGER 0) and calls nothing else: the policy
+// counted the refusal itself. If it returns true the engine calls Pick
+// (attempt 0, 1, ...) and DialResult after each connect until one succeeds or
+// Pick returns false, and finally Closed exactly once.
+//
+// A connection the engine refuses on its own, before Admit (no descriptor
+// headroom), is reported with Refused instead, and nothing else is called
+// for it.
 type Policy interface {
 	Admit(c *ConnInfo) bool
+	// Refused reports a connection the engine reset without calling Admit,
+	// for reason r (engines use RejectLimit). c has Client, Local and
+	// Accepted filled when the engine knows them.
+	Refused(c *ConnInfo, r RejectReason)
 	Pick(c *ConnInfo, attempt int) (Target, bool)
 	DialResult(c *ConnInfo, t Target, err error, rtt time.Duration)
 	Closed(c *ConnInfo, s CloseInfo)
@@ -130,10 +173,57 @@ type Options struct {
 	Logger *slog.Logger
 }
 
+// Validate reports the first unusable field of o, wrapping
+// ErrInvalidOptions: every engine's New calls it, so that engines agree on
+// what they accept and none fills in a default of its own.
+func (o Options) Validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: "+format, append([]any{ErrInvalidOptions}, args...)...)
+	}
+	switch {
+	case !o.Listen.IsValid():
+		return bad("Listen %v is not an address", o.Listen)
+	case o.Backlog < 0:
+		return bad("Backlog %d is negative (0 means the kernel maximum)", o.Backlog)
+	case o.Loops < 0:
+		return bad("Loops %d is negative (0 means GOMAXPROCS)", o.Loops)
+	case o.Tunables == nil || o.Tunables.Load() == nil:
+		return bad("Tunables is required")
+	}
+	t := o.Tunables.Load()
+	switch {
+	case t.ConnectTimeout <= 0:
+		return bad("Tunables.ConnectTimeout %v must be positive", t.ConnectTimeout)
+	case t.IdleTimeout < 0:
+		return bad("Tunables.IdleTimeout %v is negative (0 means none)", t.IdleTimeout)
+	case t.ProxyProtocol > ProxyV2:
+		return bad("Tunables.ProxyProtocol %d is not off, v1 or v2", t.ProxyProtocol)
+	}
+	return nil
+}
+
+// LoggerFor is the logger an engine named name logs with: Logger (or one
+// that discards) with the key engine=name on every line.
+func (o Options) LoggerFor(name string) *slog.Logger {
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return log.With("engine", name)
+}
+
+// CheckNew is what every engine's New checks first: o is valid (Validate)
+// and p is not nil. The error wraps ErrInvalidOptions.
+func CheckNew(o Options, p Policy) error {
+	if p == nil {
+		return fmt.Errorf("%w: nil Policy", ErrInvalidOptions)
+	}
+	return o.Validate()
+}
+
 // Stats are lock-free counters of one engine since Start.
 type Stats struct {
-	Accepted uint64 // connections accepted and admitted
-	Rejected uint64 // connections reset at admission (overload or fd headroom)
+	Accepted uint64 // connections accepted and admitted (the policy counts refusals)
 	Active   uint64 // connections open now (connecting or relaying)
 	BytesIn  uint64 // client→backend bytes relayed
 	BytesOut uint64 // backend→client bytes relayed

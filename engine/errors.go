@@ -17,6 +17,9 @@ var (
 	ErrNoBackend = errors.New("all backends unavailable")
 	// ErrClosed: the engine was closed or drained.
 	ErrClosed = errors.New("engine closed")
+	// ErrInvalidOptions: an engine was built with unusable Options (see
+	// Options.Validate) or without a policy.
+	ErrInvalidOptions = errors.New("invalid engine options")
 )
 
 // FailReason classifies a failed backend connect.
@@ -41,18 +44,41 @@ func (r FailReason) String() string {
 	}
 }
 
-// IsLocal reports a connect that failed for bal's own lack of resources —
-// out of descriptors, out of local ports (EADDRNOTAVAIL: every ephemeral
-// port toward that address is taken), out of kernel memory — which says
-// nothing about the backend: it must not count against its health.
-func IsLocal(err error) bool {
-	for _, e := range [...]syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.EADDRNOTAVAIL, syscall.ENOBUFS, syscall.ENOMEM} {
-		if errors.Is(err, e) {
-			return true
-		}
+// LocalResource names what this host ran out of when a connect failed for
+// a reason of its own (logs: "local_" + the name).
+type LocalResource string
+
+// Local resources a connect can lack.
+const (
+	// LocalFDs: no descriptor left (EMFILE for the process, ENFILE for the system).
+	LocalFDs LocalResource = "fds"
+	// LocalPorts: no free local port toward that address (EADDRNOTAVAIL:
+	// every ephemeral port is taken).
+	LocalPorts LocalResource = "ports"
+	// LocalMemory: no kernel memory or buffer space (ENOMEM, ENOBUFS).
+	LocalMemory LocalResource = "memory"
+)
+
+// LocalCause returns what local resource err says bal lacks, or "" when err
+// is not a local failure (nil included).
+func LocalCause(err error) LocalResource {
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, syscall.EMFILE), errors.Is(err, syscall.ENFILE):
+		return LocalFDs
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		return LocalPorts
+	case errors.Is(err, syscall.ENOMEM), errors.Is(err, syscall.ENOBUFS):
+		return LocalMemory
 	}
-	return false
+	return ""
 }
+
+// IsLocal reports a connect that failed for bal's own lack of resources
+// (see LocalCause), which says nothing about the backend: it must not count
+// against its health, and every other backend would fail the same way.
+func IsLocal(err error) bool { return LocalCause(err) != "" }
 
 // Classify maps a connect error to a FailReason with errors.Is, never by
 // matching strings.

@@ -13,6 +13,10 @@ func TestConformance(t *testing.T) { enginetest.Run(t, New) }
 // uses, so that path is tested on Linux CI as well.
 func TestConformanceBufferCopy(t *testing.T) {
 	enginetest.Run(t, func(o engine.Options, p engine.Policy) (engine.Engine, error) {
-		return newEngine(o, p, bufferCopier{}), nil
+		e, err := newEngine(o, p, bufferCopier{})
+		if err != nil {
+			return nil, err
+		}
+		return e, nil
 	})
 }

@@ -3,13 +3,13 @@ package stdengine
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -42,30 +42,28 @@ type Engine struct {
 	acceptEnd chan struct{}
 	done      chan error
 
-	rejects engine.RejectLog
-	// localFails logs backend connects that failed for a local reason
-	// (descriptors, ports) at most once a second.
-	localFails engine.RejectLog
-	room       fdRoom
-	stats      struct{ accepted, rejected, active, bytesIn, bytesOut atomic.Uint64 }
+	room  fdRoom
+	stats struct{ accepted, active, bytesIn, bytesOut atomic.Uint64 }
 }
 
 var _ engine.Engine = (*Engine)(nil)
 
-// New returns an engine; it does not bind until Start. It satisfies engine.Factory.
+// New returns an engine; it does not bind until Start. It satisfies
+// engine.Factory; invalid options are an error wrapping
+// engine.ErrInvalidOptions.
 func New(opts engine.Options, p engine.Policy) (engine.Engine, error) {
-	return newEngine(opts, p, defaultCopier), nil
+	e, err := newEngine(opts, p, defaultCopier)
+	if err != nil {
+		return nil, err // not a nil *Engine in a non-nil interface
+	}
+	return e, nil
 }
 
-func newEngine(opts engine.Options, p engine.Policy, c copier) *Engine {
-	if opts.Tunables == nil {
-		opts.Tunables = engine.NewTunableStore(engine.Tunables{ConnectTimeout: 5 * time.Second})
+func newEngine(opts engine.Options, p engine.Policy, c copier) (*Engine, error) {
+	if err := engine.CheckNew(opts, p); err != nil {
+		return nil, fmt.Errorf("stdengine: %w", err)
 	}
-	log := opts.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	log = log.With("engine", "std")
+	log := opts.LoggerFor("std")
 	e := &Engine{
 		opts:      opts,
 		policy:    p,
@@ -76,10 +74,8 @@ func newEngine(opts engine.Options, p engine.Policy, c copier) *Engine {
 		acceptEnd: make(chan struct{}),
 		done:      make(chan error, 1),
 	}
-	e.rejects.Logger = log
-	e.localFails.Logger = log
 	e.dialCtx, e.cancelDial = context.WithCancel(context.Background())
-	return e
+	return e, nil
 }
 
 // Start binds the listener and starts accepting.
@@ -106,7 +102,6 @@ func (e *Engine) Done() <-chan error { return e.done }
 func (e *Engine) Stats() engine.Stats {
 	return engine.Stats{
 		Accepted: e.stats.accepted.Load(),
-		Rejected: e.stats.rejected.Load(),
 		Active:   e.stats.active.Load(),
 		BytesIn:  e.stats.bytesIn.Load(),
 		BytesOut: e.stats.bytesOut.Load(),
@@ -132,11 +127,10 @@ func (e *Engine) acceptLoop() {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
-			if spare >= 0 && (errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)) {
+			if spare >= 0 && engine.LocalCause(err) == engine.LocalFDs {
 				_ = unix.Close(spare)
 				if e.resetPending() {
-					e.stats.rejected.Add(1)
-					e.rejects.Note("fd_headroom", time.Now())
+					e.policy.Refused(&engine.ConnInfo{Local: e.addr, Accepted: time.Now()}, engine.RejectLimit)
 				}
 				spare = openSpare()
 				continue
@@ -145,10 +139,15 @@ func (e *Engine) acceptLoop() {
 				spare = openSpare() // for the next time
 			}
 			// ENOBUFS, ENOMEM, no spare...: the listener still works once
-			// the pressure ends. Back off instead of spinning.
+			// the pressure ends. Back off instead of spinning; the first
+			// failure of a run is a warning, the rest (at most a few a
+			// second with the back-off) debug lines.
+			level := slog.LevelDebug
+			if backoff == 0 {
+				level = slog.LevelWarn
+			}
 			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			e.rejects.Note("accept_error", time.Now())
-			e.log.Debug("accept failed", "error", err, "backoff_ms", backoff.Milliseconds())
+			e.log.Log(context.Background(), level, "accept failed", "error", err, "backoff_ms", backoff.Milliseconds())
 			time.Sleep(backoff)
 			continue
 		}
@@ -191,24 +190,21 @@ func (e *Engine) resetPending() bool {
 
 func (e *Engine) admit(c *net.TCPConn) {
 	now := time.Now()
-	if !e.room.admit(now) {
-		// Too few descriptors left for the relay (sockets, pipes) and the
-		// rest of bal: reset it now rather than fail half-way.
-		e.stats.rejected.Add(1)
-		e.rejects.Note("fd_headroom", now)
-		_ = c.SetLinger(0)
-		_ = c.Close()
-		return
-	}
 	ci := &engine.ConnInfo{
 		ID:       e.nextID.Add(1),
 		Client:   c.RemoteAddr().(*net.TCPAddr).AddrPort(),
 		Local:    c.LocalAddr().(*net.TCPAddr).AddrPort(),
 		Accepted: now,
 	}
+	if !e.room.admit(now) {
+		// Too few descriptors left for the relay (sockets, pipes) and the
+		// rest of bal: reset it now rather than fail half-way.
+		e.policy.Refused(ci, engine.RejectLimit)
+		_ = c.SetLinger(0)
+		_ = c.Close()
+		return
+	}
 	if !e.policy.Admit(ci) {
-		e.stats.rejected.Add(1)
-		e.rejects.Note("max_connections", now)
 		_ = c.SetLinger(0) // reset: no TIME_WAIT piles up
 		_ = c.Close()
 		return

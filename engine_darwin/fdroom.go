@@ -3,16 +3,21 @@ package stdengine
 import (
 	"sync"
 	"time"
+
+	"github.com/bal-lb/bal/engine/limits"
 )
 
-// pairCost is the most descriptors one connection can hold on this engine:
-// two sockets, plus (Linux splice) one pipe per direction while bytes move.
-const pairCost = 6
+// Cost is this engine's use of descriptors: pairFDs per connection (see
+// fdroom_linux.go and fdroom_other.go), no spare of its own. Admission keeps
+// its limits.Cost.Reserve free; bal doctor reads it for Needed and status
+// reports PerConn.
+func Cost() limits.Cost { return limits.Cost{PerConn: pairFDs} }
 
 // fdRoom keeps admission below RLIMIT_NOFILE with a reserve, so that
 // accept(2), backend dials, splice pipes and health checks of this process
 // do not run into EMFILE: a connection that does not fit is reset at
-// accept (counted as rejected, "fd_headroom"), like the gnet engine does.
+// accept (reported to the policy as refused, engine.RejectLimit), like the
+// gnet engine does.
 // The count of open descriptors is read from the kernel at most every
 // refreshEvery while far from the limit, and at every admission once the
 // room left is small.
@@ -26,24 +31,22 @@ type fdRoom struct {
 
 const refreshEvery = 100 * time.Millisecond
 
-// reserveFor is the number of descriptors kept free under limit.
-func reserveFor(limit int64) int64 { return 16 + limit/64 }
-
 // admit reports whether one more connection fits.
 func (r *fdRoom) admit(now time.Time) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	reserve := reserveFor(r.limit)
-	near := r.limit > 0 && r.open+(r.since+1)*pairCost+4*reserve > r.limit
+	c := Cost()
+	per := int64(c.PerConn)
+	// Within four reserves of the limit, the count is re-read every time.
+	near := !c.Room(r.limit, r.open+3*c.Reserve(r.limit), (r.since+1)*per)
 	if near || now.Sub(r.readAt) >= refreshEvery {
 		r.limit, r.open = nofileLimit(), openFDs()
 		r.since, r.readAt = 0, now
-		reserve = reserveFor(r.limit)
 	}
-	if r.limit <= 0 || r.open < 0 {
+	if r.open < 0 {
 		return true
 	}
-	if r.open+(r.since+1)*pairCost+reserve > r.limit {
+	if !c.Room(r.limit, r.open, (r.since+1)*per) {
 		return false
 	}
 	r.since++

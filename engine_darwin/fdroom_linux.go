@@ -6,6 +6,11 @@ import (
 	"github.com/bal-lb/bal/engine/limits"
 )
 
+// pairFDs is the most descriptors one connection holds here: two sockets,
+// plus the pipe pair the Go runtime keeps for splice(2) in each direction
+// while bytes move.
+const pairFDs = 6
+
 // nofileLimit is this process's RLIMIT_NOFILE soft limit (0 when unknown).
 func nofileLimit() int64 {
 	var rl unix.Rlimit

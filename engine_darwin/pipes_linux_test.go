@@ -51,10 +51,13 @@ func TestSpliceHoldsNoPipeWhileWaiting(t *testing.T) {
 			}
 		}
 	})
-	e := newEngine(engine.Options{
+	e, err := newEngine(engine.Options{
 		Listen:   netip.MustParseAddrPort("127.0.0.1:0"),
 		Tunables: engine.NewTunableStore(engine.Tunables{ConnectTimeout: time.Second, IdleTimeout: time.Minute}),
 	}, enginetest.NewPolicy(b.Addr), spliceCopier{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := e.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -83,15 +83,11 @@ func (p *pair) run() {
 	if err != nil {
 		reason, rst := engine.CloseNoBackend, false
 		switch {
-		case localFailure(err):
-			// Out of descriptors or ports here: reset the client like a
-			// refusal.
+		case engine.IsLocal(err):
+			// Out of descriptors, memory or ports here: reset the client
+			// like a refusal.
+			// The policy counted and logged it (DialResult).
 			reason, rst = engine.CloseError, true
-			what := "local_fds"
-			if errors.Is(err, syscall.EADDRNOTAVAIL) {
-				what = "local_ports"
-			}
-			p.e.localFails.Note(what, time.Now())
 		case !errors.Is(err, engine.ErrNoBackend):
 			reason = engine.CloseDrained
 		}
@@ -154,12 +150,12 @@ func (p *pair) connect(t *engine.Tunables) (*net.TCPConn, engine.Target, error) 
 			}
 			return nil, engine.Target{}, engine.ErrClosed
 		}
-		if err != nil && (errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, syscall.ETIMEDOUT)) {
+		if engine.Classify(err) == engine.FailTimeout && !errors.Is(err, engine.ErrConnectTimeout) {
 			err = fmt.Errorf("%w: %w", engine.ErrConnectTimeout, err)
 		}
 		p.e.policy.DialResult(p.ci, target, err, time.Since(began))
-		if localFailure(err) {
-			// bal itself is out of descriptors or ports: every other
+		if engine.IsLocal(err) {
+			// bal itself is out of descriptors, memory or ports: every other
 			// backend would fail the same way, and a client that
 			// "exhausted every backend" would wrongly count as the
 			// backends' fault (protection mode). Give up on this
@@ -261,15 +257,6 @@ func (p *pair) direction(dst, src *net.TCPConn, fromClient bool) {
 			return
 		}
 	}
-}
-
-// localFailure reports connect errors caused by this host's own limits: no
-// descriptor, or no free local port (EADDRNOTAVAIL). They are still reported
-// to the policy, which counts descriptor shortages as local_connect_failures
-// instead of blaming the backend.
-func localFailure(err error) bool {
-	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
-		errors.Is(err, syscall.EADDRNOTAVAIL)
 }
 
 // resetReason guesses which side failed: EPIPE comes from writing to the

@@ -24,8 +24,10 @@
 // timeout is real inactivity, restarted by every byte moved either way, and
 // is driven by a per-loop deadline heap and timerfd.
 //
-// Admission keeps file-descriptor headroom below RLIMIT_NOFILE, because an
-// accept that fails with EMFILE stops a gnet engine; if the front dies anyway
-// the engine reports it on Done. Drain closes only the listeners and lets the
+// Admission keeps file-descriptor headroom below RLIMIT_NOFILE (the engine
+// states its Cost; engine/limits computes the reserve), because an accept
+// that fails with EMFILE stops a gnet engine; a connection refused there is
+// reported to the policy with Refused. If the front dies anyway the engine
+// reports it on Done. Drain closes only the listeners and lets the
 // data loops finish open connections until the deadline.
 package gnetengine

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bal-lb/bal/engine"
+	"github.com/bal-lb/bal/engine/limits"
 )
 
 // ErrListenerLost is sent on Done (wrapped) when the gnet front stopped
@@ -27,20 +28,11 @@ var ErrDataLoop = errors.New("data loop failed")
 
 var _ engine.Engine = (*Engine)(nil)
 
-// New is the engine.Factory of the Linux engine. It validates the options;
-// nothing is bound until Start.
+// New is the engine.Factory of the Linux engine. It validates the options
+// (errors wrap engine.ErrInvalidOptions); nothing is bound until Start.
 func New(opts engine.Options, p engine.Policy) (engine.Engine, error) {
-	if p == nil {
-		return nil, errors.New("gnetengine: nil policy")
-	}
-	if opts.Tunables == nil || opts.Tunables.Load() == nil {
-		return nil, errors.New("gnetengine: Options.Tunables is required")
-	}
-	if !opts.Listen.IsValid() {
-		return nil, fmt.Errorf("gnetengine: invalid listen address %v", opts.Listen)
-	}
-	if opts.Backlog < 0 {
-		return nil, fmt.Errorf("gnetengine: negative backlog %d", opts.Backlog)
+	if err := engine.CheckNew(opts, p); err != nil {
+		return nil, fmt.Errorf("gnetengine: %w", err)
 	}
 	// Each loop is one gnet goroutine plus one data-loop goroutine, both
 	// blocking in epoll_wait. GOMAXPROCS is left alone: on one pinned CPU,
@@ -51,36 +43,27 @@ func New(opts engine.Options, p engine.Policy) (engine.Engine, error) {
 	if loops <= 0 {
 		loops = runtime.GOMAXPROCS(0)
 	}
-	log := opts.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	log = log.With("engine", "gnet")
+	log := opts.LoggerFor("gnet")
 	e := &Engine{
 		opts:   opts,
 		pol:    p,
 		log:    log,
 		nloops: loops,
+		cost:   costFor(loops),
 		done:   make(chan error, 1),
 		base:   time.Now(),
 	}
-	e.rejects.Logger = log
-	e.localFails.Logger = log
 	return e, nil
 }
 
 // Engine is the gnet + splice engine. Create it with New.
 type Engine struct {
-	opts    engine.Options
-	pol     engine.Policy
-	log     *slog.Logger
-	rejects engine.RejectLog
-	// localFails logs backend connects that failed for a local reason
-	// (descriptors, ports, memory) at most once a second.
-	localFails engine.RejectLog
-	nloops     int
-	base       time.Time // origin of the data loops' monotonic clock
-	reserve    int64     // fds kept free below RLIMIT_NOFILE
+	opts   engine.Options
+	pol    engine.Policy
+	log    *slog.Logger
+	nloops int
+	cost   limits.Cost // descriptors: per connection, and spare for nloops
+	base   time.Time   // origin of the data loops' monotonic clock
 
 	addr     netip.AddrPort // bound address (port resolved)
 	wildcard bool           // listening on an unspecified address: ask the kernel for Local
@@ -95,7 +78,6 @@ type Engine struct {
 
 	nextID   atomic.Uint64
 	accepted atomic.Uint64
-	rejected atomic.Uint64
 	active   atomic.Int64
 
 	mu       sync.Mutex // serialises Start, Drain and Close
@@ -125,7 +107,6 @@ func (e *Engine) Done() <-chan error { return e.done }
 func (e *Engine) Stats() engine.Stats {
 	s := engine.Stats{
 		Accepted: e.accepted.Load(),
-		Rejected: e.rejected.Load(),
 	}
 	if a := e.active.Load(); a > 0 {
 		s.Active = uint64(a)
@@ -188,7 +169,6 @@ func (e *Engine) Start(ctx context.Context) error {
 	e.addr = listen
 	e.wildcard = listen.Addr().IsUnspecified()
 	budget.refresh()
-	e.reserve = reserveFor(budget.limit.Load(), e.nloops)
 
 	e.loops = make([]*loop, e.nloops)
 	for i := range e.loops {
@@ -335,12 +315,10 @@ func (e *Engine) adoptQueued(fds []int) {
 				break // EAGAIN: the queue is empty
 			}
 			now := time.Now()
-			p, why := e.admit(sockaddrToAddrPort(sa), fd, now)
+			p := e.admit(sockaddrToAddrPort(sa), fd, now)
 			if p == nil {
 				_ = unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
 				_ = unix.Close(fd)
-				e.rejected.Add(1)
-				e.rejects.Note(why, now)
 				continue
 			}
 			p.cfd = fd

@@ -464,7 +464,7 @@ func helperMain(mode string) int {
 				}
 				if line == "stats" {
 					s := ei.Stats()
-					fmt.Println("stats", s.Accepted, s.Rejected, s.Active)
+					fmt.Println("stats", s.Accepted, pol.Rejected(), s.Active)
 				}
 			}
 		}
@@ -710,7 +710,8 @@ type listPolicy struct {
 	closed  chan engine.CloseInfo
 }
 
-func (p *listPolicy) Admit(*engine.ConnInfo) bool { return true }
+func (p *listPolicy) Admit(*engine.ConnInfo) bool                   { return true }
+func (p *listPolicy) Refused(*engine.ConnInfo, engine.RejectReason) {}
 func (p *listPolicy) Pick(_ *engine.ConnInfo, attempt int) (engine.Target, bool) {
 	if attempt >= len(p.targets) {
 		return engine.Target{}, false

@@ -3,6 +3,7 @@
 package gnetengine
 
 import (
+	"runtime"
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
@@ -11,8 +12,28 @@ import (
 )
 
 // pairFDs is what one admitted connection holds steadily: the client socket
-// and the backend socket. Pipes are counted separately as they are created.
+// and the backend socket. Pipes are counted separately as they are created
+// (a loop keeps a few empty ones; a direction holds one only while bytes are
+// in flight).
 const pairFDs = 2
+
+// admitFDs is what admission asks room for: the connection's two sockets and
+// gnet's duplicate of the client socket while it is handed to a data loop.
+const admitFDs = 3
+
+// spareFDsPerLoop is kept free on every loop besides the process's reserve:
+// gnet's in-flight accepts and dups, a backend socket and a pipe.
+const spareFDsPerLoop = 4
+
+// Cost is this engine's use of descriptors with the default number of loops
+// (GOMAXPROCS): pairFDs per connection and a spare per loop. Admission keeps
+// its limits.Cost.Reserve free; bal doctor reads it for Needed and status
+// reports PerConn.
+func Cost() limits.Cost { return costFor(runtime.GOMAXPROCS(0)) }
+
+func costFor(loops int) limits.Cost {
+	return limits.Cost{PerConn: pairFDs, Spare: spareFDsPerLoop * loops}
+}
 
 // fdBudget keeps admission below RLIMIT_NOFILE. An accept that fails with
 // EMFILE or ENFILE stops a whole gnet engine, so the engine refuses (resets)
@@ -32,13 +53,10 @@ type fdBudget struct {
 // budget is process-wide: every engine in the process shares the limit.
 var budget fdBudget
 
-// room reports whether n more descriptors fit while keeping reserve free.
-func (b *fdBudget) room(n, reserve int64) bool {
-	limit := b.limit.Load()
-	if limit <= 0 {
-		return true
-	}
-	return b.own.Load()+b.other.Load()+reserve+n <= limit
+// room reports whether n more descriptors fit while the reserve of c is
+// kept free.
+func (b *fdBudget) room(n int64, c limits.Cost) bool {
+	return c.Room(b.limit.Load(), b.own.Load()+b.other.Load(), n)
 }
 
 // refresh re-reads RLIMIT_NOFILE and the number of open descriptors.
@@ -60,11 +78,4 @@ func (b *fdBudget) refresh() {
 		other = 0
 	}
 	b.other.Store(other)
-}
-
-// reserveFor is the number of descriptors kept free: enough for gnet's
-// in-flight accepts and dups on every loop, a backend socket and a pipe per
-// loop, and the rest of the process (health checks, control socket, logs).
-func reserveFor(limit int64, loops int) int64 {
-	return 16 + 4*int64(loops) + limit/64
 }

@@ -147,9 +147,9 @@ func (f *front) OnTick() (time.Duration, gnet.Action) {
 func (f *front) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	e := f.e
 	now := time.Now()
-	p, why := e.admit(addrPortOf(c.RemoteAddr()), c.Fd(), now)
+	p := e.admit(addrPortOf(c.RemoteAddr()), c.Fd(), now)
 	if p == nil {
-		f.reject(c, why, now)
+		_ = c.SetLinger(0) // reset: no TIME_WAIT piles up
 		return nil, gnet.Close
 	}
 	fd, err := c.Dup()
@@ -168,24 +168,26 @@ func (f *front) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 
 // admit builds the pair of a newly accepted client (socket fd, not yet
 // owned by the pair) and asks for admission: descriptor headroom first (an
-// accept that fails with EMFILE would stop gnet), then the policy. It
-// returns nil and the reason when refused.
-func (e *Engine) admit(client netip.AddrPort, fd int, now time.Time) (*pair, string) {
-	if !budget.room(3, e.reserve) {
-		return nil, "fd_headroom"
-	}
+// accept that fails with EMFILE would stop gnet; a refusal there is
+// reported to the policy with Refused), then the policy's Admit. It returns
+// nil when refused: the caller resets the client.
+func (e *Engine) admit(client netip.AddrPort, fd int, now time.Time) *pair {
 	p := newPair()
 	p.info.ID = e.nextID.Add(1)
 	p.info.Client = client
 	p.info.Local = e.localOf(fd)
 	p.info.Accepted = now
+	if !budget.room(admitFDs, e.cost) {
+		e.pol.Refused(&p.info, engine.RejectLimit)
+		return nil
+	}
 	if !e.pol.Admit(&p.info) {
-		return nil, "max_connections"
+		return nil
 	}
 	budget.own.Add(pairFDs)
 	e.accepted.Add(1)
 	e.active.Add(1)
-	return p, ""
+	return p
 }
 
 // unadmit undoes admit for a pair that never reached a data loop.
@@ -205,13 +207,6 @@ func (e *Engine) dispatch(p *pair, l *loop, now time.Time) bool {
 		return false
 	}
 	return true
-}
-
-// reject resets the client (SO_LINGER 0, so no TIME_WAIT piles up).
-func (f *front) reject(c gnet.Conn, reason string, now time.Time) {
-	_ = c.SetLinger(0)
-	f.e.rejected.Add(1)
-	f.e.rejects.Note(reason, now)
 }
 
 // localOf is the address the client of socket fd connected to: the listen

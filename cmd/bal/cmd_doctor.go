@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/bal-lb/bal/engine"
-	"github.com/bal-lb/bal/engine/auto"
 	"github.com/bal-lb/bal/engine/config"
 	"github.com/bal-lb/bal/engine/control"
 	"github.com/bal-lb/bal/engine/limits"
@@ -462,9 +461,10 @@ func (d *diagnosis) checkLimits() {
 		somaxconnKnown = somaxconn > 0
 		source = "the running bal"
 	case d.snap != nil:
-		_, name, err := auto.Select(d.snap.Runtime.Engine)
-		if err != nil {
-			name = d.snap.Runtime.Engine
+		name := d.snap.Runtime.Engine
+		e, err := selectEngine(name)
+		if err == nil {
+			name = e.Name
 		}
 		eng, maxConns, blog = name, d.snap.Runtime.MaxConcurrentConnections, d.snap.Runtime.TCPBacklog
 		// Go raises the soft limit to the hard one at start-up: this
@@ -476,9 +476,10 @@ func (d *diagnosis) checkLimits() {
 		d.add("limits", checkWarn, "not checked: the config does not load", "fix the config first")
 		return
 	}
-	need := limits.Needed(maxConns, eng)
+	cost := engineCost(eng)
+	need := cost.Needed(maxConns)
 	var warns, hints []string
-	fdPart := fmt.Sprintf("nofile %d (max_concurrent_connections %d x %d fds on %s + %d = %d)", nofile, maxConns, limits.FDsPerConn(eng), eng, limits.Reserve, need)
+	fdPart := fmt.Sprintf("nofile %d (max_concurrent_connections %d x %d fds on %s + %d = %d)", nofile, maxConns, cost.PerConn, eng, need-uint64(maxConns*cost.PerConn), need)
 	if nofile < need {
 		warns = append(warns, fmt.Sprintf("RLIMIT_NOFILE %d is below the %d descriptors max_concurrent_connections %d needs", nofile, need, maxConns))
 		hints = append(hints, fmt.Sprintf("raise the open-file limit to ≥ %d (LimitNOFILE= in the systemd unit, ulimit -n) or lower max_concurrent_connections; past it bal resets new connections", need))

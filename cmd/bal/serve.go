@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -125,7 +126,12 @@ func (in *instance) run() (int, error) {
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR1)
 	defer signal.Stop(sigs)
 
-	srv := server.New(in.snap, server.Options{Logger: in.log, Level: in.level, Metrics: metrics.Writer(buildVersion())})
+	srv := server.New(in.snap, server.Options{
+		Engines: selectEngine,
+		Logger:  in.log,
+		Level:   in.level,
+		Metrics: func(status func() server.Status) http.Handler { return metrics.Handler(status, buildVersion()) },
+	})
 	if err := srv.Start(context.Background()); err != nil {
 		_ = srv.Close()
 		return exitFail, err

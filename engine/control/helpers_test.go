@@ -20,13 +20,17 @@ import (
 	"github.com/bal-lb/bal/engine/config"
 	"github.com/bal-lb/bal/engine/enginetest"
 	"github.com/bal-lb/bal/engine/server"
+	stdengine "github.com/bal-lb/bal/engine_darwin"
 )
 
-// gnet's package-level ants pool starts two goroutines at init and keeps them.
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*poolCommon).purgeStaleWorkers"),
-		goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*poolCommon).ticktock"))
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// stdEngines runs the portable engine, the one the fixture's config names.
+func stdEngines(name string) (server.Engine, error) {
+	if name != config.EngineStd {
+		return server.Engine{}, fmt.Errorf("runtime.engine %q: not available in these tests", name)
+	}
+	return server.Engine{Name: config.EngineStd, New: stdengine.New, Cost: stdengine.Cost()}, nil
 }
 
 func freePort(t testing.TB) int {
@@ -95,7 +99,7 @@ func newFixture(t testing.TB, o Options) *fixture {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	f.srv = server.New(snap, server.Options{Logger: log})
+	f.srv = server.New(snap, server.Options{Engines: stdEngines, Logger: log})
 	if err := f.srv.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}

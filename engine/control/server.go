@@ -44,8 +44,8 @@ type Options struct {
 	Version string
 	// Logger receives the control server's lines; nil discards them.
 	Logger *slog.Logger
-	// Metrics serves GET /metrics (Prometheus text format); nil answers
-	// 404. MetricsHandler adapts a writer function.
+	// Metrics serves GET /metrics (engine/metrics.Handler, as
+	// server.Server.MetricsHandler returns it); nil answers 404.
 	Metrics http.Handler
 	// Now is the clock for uptime; nil means time.Now.
 	Now func() time.Time
@@ -211,19 +211,4 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	_, _ = w.Write(append(data, '\n'))
-}
-
-// MetricsContentType is the Prometheus text exposition format.
-const MetricsContentType = "text/plain; version=0.0.4; charset=utf-8"
-
-// MetricsHandler serves GET /metrics by calling write with the daemon's
-// live status, e.g. MetricsHandler(srv, metrics.Write).
-func MetricsHandler(d interface{ Status() server.Status }, write func(io.Writer, server.Status)) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", MetricsContentType)
-		if r.Method == http.MethodHead {
-			return
-		}
-		write(w, d.Status())
-	})
 }

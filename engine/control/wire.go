@@ -147,10 +147,9 @@ func StatusFrom(st server.Status, snap *config.Snapshot, now time.Time) Status {
 		Backends:          make([]Backend, 0, len(p.Backends)),
 		ActiveConnections: p.Active,
 		TotalConnections:  p.Total,
-		// The engines reset at admission (max connections, fd headroom);
-		// the policy counts its own refusals inside Admit, which the
-		// engines count too.
-		RejectedConnections:  max(st.Rejected, p.Rejected),
+		// The policy counts every refusal: its own (Admit) and the
+		// engines' (no descriptor headroom).
+		RejectedConnections:  p.Rejected,
 		NoBackendConnections: p.NoBackend,
 		LocalConnectFailures: p.LocalFailures,
 		Bytes:                Bytes{ClientToBackend: st.BytesIn, BackendToClient: st.BytesOut},
@@ -208,12 +207,12 @@ func StatusFrom(st server.Status, snap *config.Snapshot, now time.Time) Status {
 		}
 		out.Backends = append(out.Backends, wb)
 	}
-	out.Limits = processLimits(out.Engine)
+	out.Limits = processLimits(st.FDsPerConn)
 	return out
 }
 
-func processLimits(engine string) Limits {
-	l := Limits{FDsPerConnection: limits.FDsPerConn(engine)}
+func processLimits(fdsPerConn int) Limits {
+	l := Limits{FDsPerConnection: fdsPerConn}
 	l.NoFileSoft, l.NoFileHard, _ = limits.NoFile()
 	l.Somaxconn, _ = limits.Somaxconn()
 	return l

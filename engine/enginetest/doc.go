@@ -6,7 +6,8 @@
 // The suite drives the engine over loopback with real sockets: byte-exact
 // relay of 0 B to 64 MiB in both directions, half-close both ways, reset
 // propagation, the real idle timeout, bounded memory under a stalled reader,
-// connect failover and timeouts, admission limits, drain, PROXY headers and
-// goroutine leaks. It also exports the helpers it uses (a scripted Policy,
+// connect failover and timeouts, admission limits (refusals are counted by
+// the policy, once), drain, PROXY headers, invalid options (errors wrap
+// engine.ErrInvalidOptions) and goroutine leaks. It also exports the helpers it uses (a scripted Policy,
 // backends, address helpers) for engine-specific tests.
 package enginetest

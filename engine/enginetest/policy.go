@@ -12,7 +12,8 @@ import (
 
 // Policy is a scripted engine.Policy: round robin over Targets, each
 // connection tries every target once (starting at the round-robin position),
-// optional admission limit. It records every dial and close.
+// optional admission limit. It records every dial and close, and counts
+// every refused connection by reason, like the real policy.
 type Policy struct {
 	// MaxConns > 0 makes Admit refuse beyond that many open connections.
 	MaxConns int64
@@ -27,7 +28,7 @@ type Policy struct {
 	rr       atomic.Uint64
 	active   atomic.Int64
 	admitted atomic.Int64
-	refused  atomic.Int64
+	rejected map[engine.RejectReason]int64 // under mu
 	closed   chan Closed
 }
 
@@ -48,7 +49,7 @@ var _ engine.Policy = (*Policy)(nil)
 
 // NewPolicy returns a policy over targets.
 func NewPolicy(targets ...netip.AddrPort) *Policy {
-	return &Policy{targets: targets, closed: make(chan Closed, 1<<14)}
+	return &Policy{targets: targets, rejected: map[engine.RejectReason]int64{}, closed: make(chan Closed, 1<<14)}
 }
 
 // SetTargets replaces the target list.
@@ -65,11 +66,20 @@ func (p *Policy) Admit(c *engine.ConnInfo) bool {
 	}
 	if n := p.active.Add(1); p.MaxConns > 0 && n > p.MaxConns {
 		p.active.Add(-1)
-		p.refused.Add(1)
+		p.count(engine.RejectLimit)
 		return false
 	}
 	p.admitted.Add(1)
 	return true
+}
+
+// Refused implements engine.Policy.
+func (p *Policy) Refused(c *engine.ConnInfo, r engine.RejectReason) { p.count(r) }
+
+func (p *Policy) count(r engine.RejectReason) {
+	p.mu.Lock()
+	p.rejected[r]++
+	p.mu.Unlock()
 }
 
 // Pick implements engine.Policy.
@@ -117,8 +127,24 @@ func (p *Policy) Active() int64 { return p.active.Load() }
 // Admitted is the number of Admit calls that returned true.
 func (p *Policy) Admitted() int64 { return p.admitted.Load() }
 
-// Refused is the number of Admit calls that returned false.
-func (p *Policy) Refused() int64 { return p.refused.Load() }
+// Rejected is the number of refused connections: Admit calls that returned
+// false and connections the engine reported with Refused.
+func (p *Policy) Rejected() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var n int64
+	for _, c := range p.rejected {
+		n += c
+	}
+	return n
+}
+
+// RejectedBy is the number of refused connections for reason r.
+func (p *Policy) RejectedBy(r engine.RejectReason) int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.rejected[r]
+}
 
 // WaitClosed returns the next Closed record, failing t after timeout.
 func (p *Policy) WaitClosed(t testing.TB, timeout time.Duration) Closed {

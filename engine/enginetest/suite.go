@@ -66,6 +66,7 @@ func RunWith(t *testing.T, newEngine engine.Factory, o Options) {
 		{"Concurrent", s.testConcurrent},
 		{"AddrInUse", s.testAddrInUse},
 		{"Stats", s.testStats},
+		{"InvalidOptions", s.testInvalidOptions},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, tt.fn)
@@ -506,8 +507,8 @@ func (s *suite) testAdmission(t *testing.T) {
 	if !isReset(err) {
 		t.Fatalf("over the limit: client got %v, want a reset", err)
 	}
-	if r := h.eng.Stats().Rejected; r != 1 {
-		t.Fatalf("Stats.Rejected = %d, want 1", r)
+	if r, l := h.pol.Rejected(), h.pol.RejectedBy(engine.RejectLimit); r != 1 || l != 1 {
+		t.Fatalf("policy counted %d rejections (%d for the limit), want 1", r, l)
 	}
 	c1.Close()
 	h.waitClosed()
@@ -819,4 +820,54 @@ func (s *suite) testDrainAcceptQueue(t *testing.T) {
 	if err := <-drained; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// testInvalidOptions: New refuses unusable options and a nil policy with an
+// error wrapping engine.ErrInvalidOptions (engine.Options.Validate), and
+// accepts the same options once they are fixed.
+func (s *suite) testInvalidOptions(t *testing.T) {
+	good := func() engine.Options {
+		return engine.Options{Listen: netip.MustParseAddrPort("127.0.0.1:0"), Tunables: engine.NewTunableStore(defaultTunables)}
+	}
+	with := func(edit func(*engine.Options)) engine.Options { o := good(); edit(&o); return o }
+	tunables := func(edit func(*engine.Tunables)) engine.Options {
+		t := defaultTunables
+		edit(&t)
+		return with(func(o *engine.Options) { o.Tunables = engine.NewTunableStore(t) })
+	}
+	pol := NewPolicy(DeadAddr(t))
+	tests := []struct {
+		name string
+		opts engine.Options
+		pol  engine.Policy
+	}{
+		{"no listen address", with(func(o *engine.Options) { o.Listen = netip.AddrPort{} }), pol},
+		{"negative backlog", with(func(o *engine.Options) { o.Backlog = -1 }), pol},
+		{"negative loops", with(func(o *engine.Options) { o.Loops = -2 }), pol},
+		{"no tunables", with(func(o *engine.Options) { o.Tunables = nil }), pol},
+		{"empty tunable store", with(func(o *engine.Options) { o.Tunables = &engine.TunableStore{} }), pol},
+		{"no connect timeout", tunables(func(t *engine.Tunables) { t.ConnectTimeout = 0 }), pol},
+		{"negative idle timeout", tunables(func(t *engine.Tunables) { t.IdleTimeout = -time.Second }), pol},
+		{"unknown PROXY protocol version", tunables(func(t *engine.Tunables) { t.ProxyProtocol = engine.ProxyV2 + 1 }), pol},
+		{"nil policy", good(), nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			eng, err := s.newEngine(tt.opts, tt.pol)
+			if !errors.Is(err, engine.ErrInvalidOptions) {
+				if eng != nil {
+					_ = eng.Close()
+				}
+				t.Fatalf("New: %v, want an error wrapping engine.ErrInvalidOptions", err)
+			}
+			if eng != nil {
+				t.Fatalf("New returned an engine with its error %v", err)
+			}
+		})
+	}
+	eng, err := s.newEngine(good(), pol)
+	if err != nil {
+		t.Fatalf("New with the fixed options: %v", err)
+	}
+	_ = eng.Close()
 }

@@ -6,7 +6,7 @@
 //
 // It keeps no state of its own: every value is read from the status at
 // scrape time, so counters survive reloads exactly as the server's do and a
-// removed backend's series simply disappear. server.Options.Metrics takes
-// Write (or Writer(version)) and serves it on runtime.metrics_address and on
-// the control socket's GET /metrics.
+// removed backend's series simply disappear. Handler serves it over HTTP:
+// server.Options.Metrics builds it over the server's live status, served on
+// runtime.metrics_address and on the control socket's GET /metrics.
 package metrics

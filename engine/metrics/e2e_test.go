@@ -10,7 +10,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -23,23 +22,24 @@ import (
 	"github.com/bal-lb/bal/engine/metrics"
 	"github.com/bal-lb/bal/engine/metrics/metricstest"
 	"github.com/bal-lb/bal/engine/server"
+	stdengine "github.com/bal-lb/bal/engine_darwin"
 )
 
-// gnet's package-level ants pool starts two goroutines at init and keeps them.
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*poolCommon).purgeStaleWorkers"),
-		goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*poolCommon).ticktock"))
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// stdEngines runs the portable engine (the engines are tested on their
+// own; the black-box tests of cmd/bal scrape both).
+func stdEngines(name string) (server.Engine, error) {
+	if name != config.EngineStd {
+		return server.Engine{}, fmt.Errorf("runtime.engine %q: not available in these tests", name)
+	}
+	return server.Engine{Name: config.EngineStd, New: stdengine.New, Cost: stdengine.Cost()}, nil
 }
 
 // TestEndToEnd runs a real server (real listener, real backends, the real
-// policy) with metrics.Write on runtime.metrics_address, once per engine,
-// and watches the scraped values follow the traffic.
+// policy) with metrics.Handler on runtime.metrics_address, and watches the
+// scraped values follow the traffic.
 func TestEndToEnd(t *testing.T) {
-	engines := []string{config.EngineStd}
-	if runtime.GOOS == "linux" {
-		engines = append(engines, config.EngineGnet)
-	}
 	tests := []struct {
 		name string
 		fn   func(t *testing.T, engine string)
@@ -50,12 +50,8 @@ func TestEndToEnd(t *testing.T) {
 		{"Rejected", testRejected},
 		{"Reloads", testReloads},
 	}
-	for _, e := range engines {
-		t.Run(e, func(t *testing.T) {
-			for _, tt := range tests {
-				t.Run(tt.name, func(t *testing.T) { tt.fn(t, e) })
-			}
-		})
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { tt.fn(t, config.EngineStd) })
 	}
 }
 
@@ -95,7 +91,8 @@ func start(t *testing.T, c setup) *running {
 		t.Fatalf("config: %v\n%s", err, c.yaml(port, mport))
 	}
 	srv := server.New(snap, server.Options{
-		Metrics: metrics.Writer("test"),
+		Engines: stdEngines,
+		Metrics: func(status func() server.Status) http.Handler { return metrics.Handler(status, "test") },
 		Logger:  slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
 	if err := srv.Start(context.Background()); err != nil {

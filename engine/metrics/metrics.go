@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"io"
+	"net/http"
 	"strconv"
 	"strings"
 
@@ -11,6 +12,30 @@ import (
 
 // ContentType is the HTTP Content-Type of the exposition.
 const ContentType = "text/plain; version=0.0.4; charset=utf-8"
+
+// Handler serves GET and HEAD /metrics: the exposition of status(), with
+// bal_info labelled with version ("" means "unknown"). Other paths are 404,
+// other methods 405. It is what runtime.metrics_address and the control
+// socket serve (server.Options.Metrics builds it over the server's status).
+func Handler(status func() server.Status, version string) http.Handler {
+	write := Writer(version)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/metrics" {
+			http.NotFound(w, r)
+			return
+		}
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		w.Header().Set("Content-Type", ContentType)
+		if r.Method == http.MethodHead {
+			return
+		}
+		write(w, status()) // one Write of the whole exposition
+	})
+}
 
 // Label values of the SPEC §7 metrics.
 const (
@@ -28,11 +53,11 @@ const (
 var protectionReasons = []protect.Reason{protect.ReasonStorm, protect.ReasonExhausted}
 
 // Write writes the exposition of st to w; bal_info's version label is
-// "unknown". It is a server.Options.Metrics.
+// "unknown".
 func Write(w io.Writer, st server.Status) { Writer("")(w, st) }
 
-// Writer returns a server.Options.Metrics that labels bal_info with version
-// ("" means "unknown").
+// Writer returns a function writing the exposition of a status, with
+// bal_info labelled with version ("" means "unknown").
 func Writer(version string) func(io.Writer, server.Status) {
 	if version == "" {
 		version = "unknown"
@@ -64,7 +89,7 @@ func Append(dst []byte, st server.Status, version string) []byte {
 	e.sample("bal_connections_total", nil, p.Total)
 
 	e.family("bal_connections_rejected_total", "counter", "Client connections reset at admission (max_concurrent_connections reached, or no descriptor headroom).")
-	e.sample("bal_connections_rejected_total", nil, st.Rejected)
+	e.sample("bal_connections_rejected_total", nil, p.Rejected)
 
 	e.family("bal_connections_no_backend_total", "counter", "Admitted client connections closed because every backend was unavailable.")
 	e.sample("bal_connections_no_backend_total", nil, p.NoBackend)

@@ -34,7 +34,7 @@ var statuses = []struct {
 		version: "v1.2.3",
 		st: server.Status{
 			Engine: "gnet", Method: "source_hash", Started: started,
-			Rejected: 7, BytesIn: 123456789, BytesOut: 987654321012,
+			BytesIn: 123456789, BytesOut: 987654321012,
 			Reloads: 3, ReloadFailures: 1,
 			LastReload: &server.ReloadResult{OK: true, Time: started.Add(time.Hour)},
 			Policy: policy.Status{

@@ -77,13 +77,14 @@ func (cs *connState) Eligible(i int) bool {
 func (cs *connState) Active(i int) int64 { return cs.st.pool.At(i).Active() }
 
 // Admit counts the connection against max_concurrent_connections (shared by
-// every engine using this policy). false means reject: counted, and nothing
-// else is called for the connection.
+// every engine using this policy). false means reject: counted (reason
+// engine.RejectLimit) and logged, and nothing else is called for the
+// connection.
 func (p *Policy) Admit(c *engine.ConnInfo) bool {
 	st := p.st.Load()
 	if n := p.active.Add(1); st.maxConns > 0 && n > st.maxConns {
 		p.active.Add(-1)
-		p.rejected.Add(1)
+		p.reject(engine.RejectLimit)
 		return false
 	}
 	p.total.Add(1)
@@ -250,11 +251,13 @@ func (p *Policy) DialResult(c *engine.ConnInfo, t engine.Target, err error, _ ti
 		}
 		return
 	}
-	if engine.IsLocal(err) {
-		// bal itself is out of descriptors: nothing is known about the
-		// backend, so it is neither counted, cooled down nor marked down.
+	if cause := engine.LocalCause(err); cause != "" {
+		// bal itself is out of descriptors, ports or memory: nothing is
+		// known about the backend, so it is neither counted, cooled down
+		// nor marked down. The engine resets the client.
 		cs.pending = false
 		p.localFailures.Add(1)
+		p.localLog.note(p.log, localIndex(cause), now)
 		return
 	}
 	r := engine.Classify(err)

@@ -48,12 +48,17 @@ type Policy struct {
 
 	active    atomic.Int64
 	total     atomic.Uint64
-	rejected  atomic.Uint64
+	rejected  []atomic.Uint64 // by reason, indexed like rejectReasons
 	noBackend atomic.Uint64
 	bytesIn   atomic.Uint64
 	bytesOut  atomic.Uint64
 
 	localFailures atomic.Uint64
+
+	// rejectLog logs refused connections, localLog backend connects that
+	// failed for a local reason (the engine then resets the client), each
+	// at most once a second with the count.
+	rejectLog, localLog *rateLog
 
 	prot    *protect.Guard
 	checker *health.Checker
@@ -99,6 +104,9 @@ func New(snap *config.Snapshot, o Options) *Policy {
 		n = 4096
 	}
 	p.access = make(chan accessEntry, n)
+	p.rejected = make([]atomic.Uint64, len(rejectReasons))
+	p.rejectLog = newRateLog("rejecting connections", rejectLogNames())
+	p.localLog = newRateLog("rejecting connections", localLogNames())
 	p.conns.New = func() any { return new(connState) }
 	p.prot = protect.NewGuard(protectConfig(snap), p.logProtection)
 	p.checker = health.New(p, health.Options{Resolver: o.Resolver, Dial: o.HealthDial, Logger: p.log, Now: p.now})

@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/bal-lb/bal/engine"
 	"github.com/bal-lb/bal/engine/config"
 	"github.com/bal-lb/bal/engine/pool"
 )
@@ -13,9 +14,14 @@ type Status struct {
 	Method   config.Method
 	Backends []BackendStatus // config order
 
-	Active    int64  // admitted connections open now (all engines)
-	Total     uint64 // admitted connections since start (rejected ones excluded)
-	Rejected  uint64 // connections refused by Admit (max_concurrent_connections)
+	Active   int64  // admitted connections open now (all engines)
+	Total    uint64 // admitted connections since start (rejected ones excluded)
+	Rejected uint64 // connections refused, every reason (Admit's, and the engines' reported with Refused)
+
+	// RejectedBy is Rejected by reason; every engine.RejectReasons entry is
+	// present.
+	RejectedBy map[engine.RejectReason]uint64
+
 	NoBackend uint64 // admitted connections closed because no backend was left
 	BytesIn   uint64 // client→backend bytes of closed connections
 	BytesOut  uint64 // backend→client bytes of closed connections
@@ -61,7 +67,7 @@ func (p *Policy) Status() Status {
 		Backends:         make([]BackendStatus, 0, st.pool.Len()),
 		Active:           p.active.Load(),
 		Total:            p.total.Load(),
-		Rejected:         p.rejected.Load(),
+		RejectedBy:       p.rejectedBy(),
 		NoBackend:        p.noBackend.Load(),
 		BytesIn:          p.bytesIn.Load(),
 		BytesOut:         p.bytesOut.Load(),
@@ -70,6 +76,9 @@ func (p *Policy) Status() Status {
 		Protection:       ProtectionStatus{Enabled: ps.On, Reason: string(ps.Reason), Since: ps.Since, Transitions: p.prot.Transitions()},
 		AccessLogDropped: p.accessDropped.Load(),
 		LocalFailures:    p.localFailures.Load(),
+	}
+	for _, n := range s.RejectedBy {
+		s.Rejected += n
 	}
 	for _, b := range st.pool.Backends() {
 		h := b.Health()

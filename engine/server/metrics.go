@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -19,7 +18,7 @@ type metricsListener struct {
 // listenMetrics binds addr and serves the metrics there; "" or no
 // Options.Metrics means no listener (nil, nil).
 func (s *Server) listenMetrics(addr string) (*metricsListener, error) {
-	if addr == "" || s.opts.Metrics == nil {
+	if addr == "" || s.metricsH == nil {
 		return nil, nil
 	}
 	ln, err := net.Listen("tcp", addr)
@@ -28,7 +27,7 @@ func (s *Server) listenMetrics(addr string) (*metricsListener, error) {
 	}
 	m := &metricsListener{addr: addr, ln: ln}
 	m.srv = &http.Server{
-		Handler:           http.HandlerFunc(s.serveMetrics),
+		Handler:           s.metricsH,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      10 * time.Second,
@@ -47,29 +46,9 @@ func (s *Server) listenMetrics(addr string) (*metricsListener, error) {
 	return m, nil
 }
 
-// MetricsHandler serves the Prometheus exposition of the live status; the
-// control socket mounts it on GET /metrics too.
-func (s *Server) MetricsHandler() http.Handler { return http.HandlerFunc(s.serveMetrics) }
-
-func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path != "/metrics" {
-		http.NotFound(w, r)
-		return
-	}
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		w.Header().Set("Allow", "GET, HEAD")
-		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
-		return
-	}
-	if s.opts.Metrics == nil {
-		http.NotFound(w, r)
-		return
-	}
-	var buf bytes.Buffer
-	s.opts.Metrics(&buf, s.Status())
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-	_, _ = w.Write(buf.Bytes())
-}
+// MetricsHandler is the GET /metrics handler built by Options.Metrics (the
+// control socket mounts it too), or nil without Options.Metrics.
+func (s *Server) MetricsHandler() http.Handler { return s.metricsH }
 
 func (m *metricsListener) address() string {
 	if m == nil {

@@ -13,9 +13,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"runtime"
@@ -24,8 +24,8 @@ import (
 	"time"
 
 	"github.com/bal-lb/bal/engine"
-	"github.com/bal-lb/bal/engine/auto"
 	"github.com/bal-lb/bal/engine/config"
+	"github.com/bal-lb/bal/engine/limits"
 	"github.com/bal-lb/bal/engine/policy"
 )
 
@@ -35,26 +35,44 @@ var (
 	ErrReloadRejected = errors.New("reload rejected")
 	// ErrStopped: the server was shut down.
 	ErrStopped = errors.New("server stopped")
+	// ErrNoEngines: Options.Engines was not given; Start fails with it.
+	ErrNoEngines = errors.New("server: Options.Engines is required (the composition root maps runtime.engine to an engine)")
 )
 
-// Options configure a Server. The zero value works.
+// Engine is one engine implementation, as Options.Engines names it for a
+// runtime.engine value.
+type Engine struct {
+	// Name is the concrete engine ("gnet", "std"): status, metrics and logs
+	// report it, and a reload that changes it needs a restart.
+	Name string
+	// New builds the engine.
+	New engine.Factory
+	// Cost is its use of descriptors (the engine package states it);
+	// Status reports Cost.PerConn.
+	Cost limits.Cost
+}
+
+// Options configure a Server. Engines is required; the rest may be zero.
 type Options struct {
 	// Logger receives the server's, the policy's and the engines' logs.
 	Logger *slog.Logger
 	// Level, when set, is switched to each snapshot's log_level.
 	Level *slog.LevelVar
-	// Select maps runtime.engine to a factory; nil means auto.Select.
-	Select func(name string) (engine.Factory, string, error)
+	// Engines maps a runtime.engine value ("auto", "gnet", "std") to the
+	// engine to run, or an error that rejects the start or the reload.
+	// cmd/bal supplies it: the server links no engine of its own.
+	Engines func(runtimeEngine string) (Engine, error)
 	// Policy options (tests inject clocks and resolvers); Logger is filled in.
 	Policy policy.Options
 	// Restarts is how many times in RestartWindow a listener that died on
 	// its own is restarted before Fatal fires; 0 means 5 per minute.
 	Restarts      int
 	RestartWindow time.Duration
-	// Metrics writes the Prometheus text exposition of a status (it is
-	// engine/metrics.Write). When set, runtime.metrics_address gets an HTTP
-	// listener serving GET /metrics, rebound on reload.
-	Metrics func(w io.Writer, st Status)
+	// Metrics builds the GET /metrics handler over the server's live
+	// status (cmd/bal passes engine/metrics.Handler). When set,
+	// runtime.metrics_address gets an HTTP listener serving it, rebound on
+	// reload, and MetricsHandler returns it for the control socket.
+	Metrics func(status func() Status) http.Handler
 }
 
 // ReloadResult is the outcome of the latest reload.
@@ -68,7 +86,7 @@ type ReloadResult struct {
 // listener is one engine on one address.
 type listener struct {
 	eng     engine.Engine
-	name    string // gnet | std
+	impl    Engine // which engine it is
 	addr    netip.AddrPort
 	backlog int
 	stop    chan struct{} // closed when we retire it (no more restarts)
@@ -99,6 +117,7 @@ type Server struct {
 
 	reloads, reloadFailures atomic.Uint64
 	metrics                 *metricsListener
+	metricsH                http.Handler // built by Options.Metrics; nil without
 
 	bg     sync.WaitGroup
 	cancel context.CancelFunc
@@ -109,9 +128,6 @@ type Server struct {
 func New(snap *config.Snapshot, o Options) *Server {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
-	}
-	if o.Select == nil {
-		o.Select = auto.Select
 	}
 	if o.Restarts <= 0 {
 		o.Restarts = 5
@@ -124,7 +140,7 @@ func New(snap *config.Snapshot, o Options) *Server {
 	if o.Level != nil {
 		o.Level.Set(snap.LogLevel)
 	}
-	return &Server{
+	s := &Server{
 		opts:     o,
 		log:      o.Logger,
 		policy:   policy.New(snap, po),
@@ -133,6 +149,10 @@ func New(snap *config.Snapshot, o Options) *Server {
 		draining: make(map[*listener]struct{}),
 		fatal:    make(chan error, 1),
 	}
+	if o.Metrics != nil {
+		s.metricsH = o.Metrics(s.Status)
+	}
+	return s
 }
 
 func tunables(s *config.Snapshot) engine.Tunables {
@@ -166,9 +186,21 @@ func ListenAddr(ctx context.Context, s *config.Snapshot) (netip.AddrPort, error)
 	return netip.AddrPortFrom(ips[0].Unmap(), port), nil
 }
 
+// engineFor is the engine Options.Engines names for snap's runtime.engine.
+func (s *Server) engineFor(snap *config.Snapshot) (Engine, error) {
+	if s.opts.Engines == nil {
+		return Engine{}, ErrNoEngines
+	}
+	e, err := s.opts.Engines(snap.Runtime.Engine)
+	if err == nil && e.New == nil {
+		err = fmt.Errorf("runtime.engine %q: no factory for engine %q", snap.Runtime.Engine, e.Name)
+	}
+	return e, err
+}
+
 // startListener builds, probes and starts an engine for snap.
 func (s *Server) startListener(ctx context.Context, snap *config.Snapshot) (*listener, error) {
-	factory, name, err := s.opts.Select(snap.Runtime.Engine)
+	impl, err := s.engineFor(snap)
 	if err != nil {
 		return nil, err
 	}
@@ -176,40 +208,43 @@ func (s *Server) startListener(ctx context.Context, snap *config.Snapshot) (*lis
 	if err != nil {
 		return nil, err
 	}
-	return s.startEngine(ctx, factory, name, addr, snap.Runtime.TCPBacklog)
+	return s.startEngine(ctx, impl, addr, snap.Runtime.TCPBacklog)
 }
 
-func (s *Server) startEngine(ctx context.Context, factory engine.Factory, name string, addr netip.AddrPort, backlog int) (*listener, error) {
+func (s *Server) startEngine(ctx context.Context, impl Engine, addr netip.AddrPort, backlog int) (*listener, error) {
 	// A bind without SO_REUSEPORT first: a port held by anyone, another
 	// bal with SO_REUSEPORT included, is "in use" (SPEC §3.1).
 	if err := engine.ProbeBind(addr); err != nil {
 		return nil, err
 	}
-	eng, err := factory(engine.Options{
+	eng, err := impl.New(engine.Options{
 		Listen:   addr,
 		Backlog:  backlog,
 		Tunables: s.tunables,
 		Logger:   s.log,
 	}, s.policy)
 	if err != nil {
-		return nil, fmt.Errorf("engine %s: %w", name, err)
+		return nil, fmt.Errorf("engine %s: %w", impl.Name, err)
 	}
 	if err := eng.Start(ctx); err != nil {
 		_ = eng.Close()
 		return nil, err
 	}
 	// The engine logs "listening" itself.
-	return &listener{eng: eng, name: name, addr: eng.Addr(), backlog: backlog, stop: make(chan struct{})}, nil
+	return &listener{eng: eng, impl: impl, addr: eng.Addr(), backlog: backlog, stop: make(chan struct{})}, nil
 }
 
 // Start binds the listener and starts the background work (health checks,
 // protection timer, access log). It fails, leaving nothing running, when the
-// listener cannot be bound.
+// listener cannot be bound, and with ErrNoEngines without Options.Engines.
 func (s *Server) Start(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return ErrStopped
+	}
+	if s.opts.Engines == nil {
+		return ErrNoEngines
 	}
 	// Hostname backends get an address before the first client arrives;
 	// failures are counted by the health checks, never fatal.
@@ -249,7 +284,7 @@ func (s *Server) watch(l *listener) {
 		case <-l.stop:
 			return
 		}
-		s.log.Error("listener died", "address", l.addr.String(), "engine", l.name, "error", err)
+		s.log.Error("listener died", "address", l.addr.String(), "engine", l.impl.Name, "error", err)
 		if rerr := s.restart(l); rerr != nil {
 			s.log.Error("listener restart failed; exiting", "address", l.addr.String(), "error", rerr)
 			select {
@@ -279,13 +314,13 @@ func (s *Server) restart(dead *listener) error {
 	}
 	// The dead engine's connections may still be relaying: let them end.
 	s.retire(dead)
-	factory, name, err := s.opts.Select(s.snap.Runtime.Engine)
+	impl, err := s.engineFor(s.snap)
 	if err != nil {
 		return err
 	}
 	var l *listener
 	for try := range 20 { // the dead engine may still be releasing the port
-		if l, err = s.startEngine(context.Background(), factory, name, dead.addr, dead.backlog); err == nil {
+		if l, err = s.startEngine(context.Background(), impl, dead.addr, dead.backlog); err == nil {
 			break
 		}
 		time.Sleep(time.Duration(try+1) * 25 * time.Millisecond)
@@ -295,7 +330,7 @@ func (s *Server) restart(dead *listener) error {
 	}
 	s.cur = l
 	s.watch(l)
-	s.log.Warn("listener restarted", "address", l.addr.String(), "engine", name)
+	s.log.Warn("listener restarted", "address", l.addr.String(), "engine", impl.Name)
 	return nil
 }
 
@@ -312,7 +347,6 @@ func (s *Server) retire(l *listener) {
 		delete(s.draining, l)
 		st := l.eng.Stats()
 		s.retired.Accepted += st.Accepted
-		s.retired.Rejected += st.Rejected
 		s.retired.BytesIn += st.BytesIn
 		s.retired.BytesOut += st.BytesOut
 		s.mu.Unlock()
@@ -385,7 +419,7 @@ func (s *Server) reload(ctx context.Context, next *config.Snapshot) (*ReloadResu
 
 	// A new listener is bound before anything else changes.
 	var fresh *listener
-	factory, name, err := s.opts.Select(next.Runtime.Engine)
+	impl, err := s.engineFor(next)
 	var addr netip.AddrPort
 	if err == nil {
 		addr, err = ListenAddr(ctx, next)
@@ -396,12 +430,12 @@ func (s *Server) reload(ctx context.Context, next *config.Snapshot) (*ReloadResu
 			want = netip.AddrPortFrom(want.Addr(), cur.addr.Port())
 		}
 		switch {
-		case want != cur.addr || name != cur.name:
+		case want != cur.addr || impl.Name != cur.impl.Name:
 			if want == cur.addr {
-				err = fmt.Errorf("runtime.engine %s -> %s on the same address needs a restart", cur.name, name)
+				err = fmt.Errorf("runtime.engine %s -> %s on the same address needs a restart", cur.impl.Name, impl.Name)
 				break
 			}
-			fresh, err = s.startEngine(ctx, factory, name, addr, next.Runtime.TCPBacklog)
+			fresh, err = s.startEngine(ctx, impl, addr, next.Runtime.TCPBacklog)
 			if errors.Is(err, engine.ErrAddrInUse) && overlaps(want, cur.addr) {
 				err = fmt.Errorf("listen %s: %w: it overlaps bal's own listener on %s, and a reload binds the new address before it closes the old one; change the port too, or restart bal", want, engine.ErrAddrInUse, cur.addr)
 			}
@@ -522,10 +556,10 @@ type Status struct {
 	Listen         netip.AddrPort
 	Method         string
 	Engine         string
+	FDsPerConn     int // descriptors one connection holds on Engine (its Cost.PerConn)
 	Started        time.Time
 	Policy         policy.Status
-	Accepted       uint64 // connections admitted by the engines
-	Rejected       uint64 // connections reset at admission (engines' count)
+	Accepted       uint64 // connections admitted by the engines (Policy.Rejected counts refusals)
 	BytesIn        uint64 // client→backend bytes, live
 	BytesOut       uint64 // backend→client bytes, live
 	Draining       int    // old listeners still finishing connections
@@ -550,7 +584,6 @@ func (s *Server) Status() Status {
 		Reloads:        s.reloads.Load(),
 		ReloadFailures: s.reloadFailures.Load(),
 		Accepted:       s.retired.Accepted,
-		Rejected:       s.retired.Rejected,
 		BytesIn:        s.retired.BytesIn,
 		BytesOut:       s.retired.BytesOut,
 	}
@@ -560,7 +593,7 @@ func (s *Server) Status() Status {
 	}
 	engines := make([]engine.Engine, 0, len(s.draining)+1)
 	if s.cur != nil {
-		st.Listen, st.Engine = s.cur.addr, s.cur.name
+		st.Listen, st.Engine, st.FDsPerConn = s.cur.addr, s.cur.impl.Name, s.cur.impl.Cost.PerConn
 		engines = append(engines, s.cur.eng)
 	}
 	for l := range s.draining {
@@ -570,7 +603,6 @@ func (s *Server) Status() Status {
 	for _, e := range engines {
 		es := e.Stats()
 		st.Accepted += es.Accepted
-		st.Rejected += es.Rejected
 		st.BytesIn += es.BytesIn
 		st.BytesOut += es.BytesOut
 	}

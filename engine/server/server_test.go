@@ -21,16 +21,23 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/bal-lb/bal/engine"
-	"github.com/bal-lb/bal/engine/auto"
 	"github.com/bal-lb/bal/engine/config"
 	"github.com/bal-lb/bal/engine/enginetest"
+	stdengine "github.com/bal-lb/bal/engine_darwin"
 )
 
-// gnet's package-level ants pool starts two goroutines at init and keeps them.
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*poolCommon).purgeStaleWorkers"),
-		goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*poolCommon).ticktock"))
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// stdEngines is the tests' Options.Engines: the portable engine for the
+// runtime.engine values the tests write ("std", and "auto" by default).
+// The engines themselves are tested by their own packages and the
+// conformance suite; cmd/bal maps the real table.
+func stdEngines(name string) (Engine, error) {
+	switch name {
+	case config.EngineStd, config.EngineAuto, "":
+		return Engine{Name: config.EngineStd, New: stdengine.New, Cost: stdengine.Cost()}, nil
+	}
+	return Engine{}, fmt.Errorf("runtime.engine %q: not available in these tests", name)
 }
 
 func freePort(t *testing.T) int {
@@ -63,15 +70,10 @@ func (c cfg) yaml() string {
 	return b.String()
 }
 
-// engineName is the runtime.engine the tests run with; TestServer runs
-// every test once per engine available here.
-var engineName = "std"
+// engineName is the runtime.engine the tests run with.
+const engineName = config.EngineStd
 
 func TestServer(t *testing.T) {
-	engines := []string{"std"}
-	if runtime.GOOS == "linux" {
-		engines = append(engines, "gnet")
-	}
 	tests := []struct {
 		name string
 		fn   func(*testing.T)
@@ -86,14 +88,10 @@ func TestServer(t *testing.T) {
 		{"ListenerDeathRestartsThenFatal", testListenerDeathRestartsThenFatal},
 		{"MetricsListener", testMetricsListener},
 		{"BacklogReload", testBacklogReload},
+		{"StartWithoutEngines", testStartWithoutEngines},
 	}
-	for _, e := range engines {
-		t.Run(e, func(t *testing.T) {
-			engineName = e
-			for _, tt := range tests {
-				t.Run(tt.name, tt.fn)
-			}
-		})
+	for _, tt := range tests {
+		t.Run(tt.name, tt.fn)
 	}
 }
 
@@ -111,7 +109,7 @@ func writeCfg(t *testing.T, path string, c cfg) *config.Snapshot {
 
 func startServer(t *testing.T, snap *config.Snapshot) *Server {
 	t.Helper()
-	s := New(snap, Options{Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+	s := New(snap, Options{Engines: stdEngines, Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
 	if err := s.Start(context.Background()); err != nil {
 		t.Fatalf("start: %v", err)
 	}
@@ -274,11 +272,28 @@ func testStartPortInUse(t *testing.T) {
 	}
 	defer taken.Close()
 	snap := writeCfg(t, filepath.Join(t.TempDir(), "c.yaml"), cfg{port: taken.Addr().(*net.TCPAddr).Port, backends: []netip.AddrPort{enginetest.DeadAddr(t)}})
-	s := New(snap, Options{})
+	s := New(snap, Options{Engines: stdEngines})
 	if err := s.Start(context.Background()); !errors.Is(err, engine.ErrAddrInUse) {
 		t.Fatalf("Start on a taken port: %v", err)
 	}
 	_ = s.Close()
+}
+
+// testStartWithoutEngines: the engine table is a required input; without
+// it Start fails clearly and binds nothing.
+func testStartWithoutEngines(t *testing.T) {
+	port := freePort(t)
+	snap := writeCfg(t, filepath.Join(t.TempDir(), "c.yaml"), cfg{port: port, backends: []netip.AddrPort{enginetest.DeadAddr(t)}})
+	s := New(snap, Options{})
+	if err := s.Start(context.Background()); !errors.Is(err, ErrNoEngines) {
+		t.Fatalf("Start without Options.Engines: %v, want ErrNoEngines", err)
+	}
+	_ = s.Close()
+	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatalf("the port is held after the failed Start: %v", err)
+	}
+	ln.Close()
 }
 
 func testConnectionsSurviveManyReloads(t *testing.T) {
@@ -323,18 +338,20 @@ func testListenerDeathRestartsThenFatal(t *testing.T) {
 	snap := writeCfg(t, filepath.Join(t.TempDir(), "c.yaml"), cfg{port: port, backends: []netip.AddrPort{a.Addr}})
 	var mu sync.Mutex
 	var made []*dyingEngine
-	sel := func(name string) (engine.Factory, string, error) {
-		f, n, err := auto.Select(name)
-		return func(o engine.Options, p engine.Policy) (engine.Engine, error) {
-			e, err := f(o, p)
+	dying := func(name string) (Engine, error) {
+		impl, err := stdEngines(name)
+		real := impl.New
+		impl.New = func(o engine.Options, p engine.Policy) (engine.Engine, error) {
+			e, err := real(o, p)
 			d := &dyingEngine{Engine: e, done: make(chan error, 1)}
 			mu.Lock()
 			made = append(made, d)
 			mu.Unlock()
 			return d, err
-		}, n, err
+		}
+		return impl, err
 	}
-	s := New(snap, Options{Select: sel, Restarts: 1, RestartWindow: time.Hour})
+	s := New(snap, Options{Engines: dying, Restarts: 1, RestartWindow: time.Hour})
 	if err := s.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -378,8 +395,10 @@ func waitFor(t *testing.T, cond func() bool) {
 	t.Fatal("condition not met within 5 s")
 }
 
-func fakeMetrics(w io.Writer, st Status) {
-	fmt.Fprintf(w, "bal_connections_total %d\n", st.Policy.Total)
+func fakeMetrics(status func() Status) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintf(w, "bal_connections_total %d\n", status().Policy.Total)
+	})
 }
 
 func scrape(t *testing.T, addr string) (string, error) {
@@ -402,7 +421,7 @@ func testMetricsListener(t *testing.T) {
 	port, m1, m2 := freePort(t), freePort(t), freePort(t)
 	path := filepath.Join(t.TempDir(), "c.yaml")
 	snap := writeCfg(t, path, cfg{port: port, backends: []netip.AddrPort{a.Addr}, extra: fmt.Sprintf("  metrics_address: 127.0.0.1:%d", m1)})
-	s := New(snap, Options{Metrics: fakeMetrics})
+	s := New(snap, Options{Engines: stdEngines, Metrics: fakeMetrics})
 	if err := s.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}

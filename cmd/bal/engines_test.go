@@ -1,4 +1,4 @@
-package auto
+package main
 
 import (
 	"errors"
@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-func TestSelect(t *testing.T) {
+func TestSelectEngine(t *testing.T) {
 	onLinux := runtime.GOOS == "linux"
 	auto := "std"
 	if onLinux {
@@ -23,15 +23,15 @@ func TestSelect(t *testing.T) {
 		{"epoll", "", true},
 	}
 	for _, tt := range tests {
-		f, got, err := Select(tt.name)
+		e, err := selectEngine(tt.name)
 		if tt.err {
-			if !errors.Is(err, ErrUnavailable) {
-				t.Errorf("Select(%q) error %v, want ErrUnavailable", tt.name, err)
+			if !errors.Is(err, errEngineUnavailable) {
+				t.Errorf("selectEngine(%q) error %v, want errEngineUnavailable", tt.name, err)
 			}
 			continue
 		}
-		if err != nil || got != tt.want || f == nil {
-			t.Errorf("Select(%q) = %q, %v; want %q", tt.name, got, err, tt.want)
+		if err != nil || e.Name != tt.want || e.New == nil {
+			t.Errorf("selectEngine(%q) = %q, %v; want %q", tt.name, e.Name, err, tt.want)
 		}
 	}
 }

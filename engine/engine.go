@@ -22,15 +22,27 @@ type Target struct {
 }
 
 // ConnInfo describes one accepted client connection. The engine fills ID,
-// Client, Local and Accepted before calling Admit; Backend is set by the
-// engine once a connect succeeded. PolicyState belongs to the Policy from
-// Admit to Closed (failover bookkeeping); the engine never reads it.
+// Peer, Client, Local and Accepted before calling Admit (Client and Local
+// from the PROXY header when the service reads one), Hello before calling
+// Route, and Backend once a connect succeeded. PolicyState belongs to the
+// Policy from Admit to Closed (failover bookkeeping); the engine never
+// reads it.
 type ConnInfo struct {
-	ID       uint64
-	Client   netip.AddrPort
+	ID uint64
+	// Client is the client's address: the TCP peer, or the source of the
+	// PROXY header an upstream balancer sent.
+	Client netip.AddrPort
+	// Peer is the TCP peer: the client itself, or the upstream balancer
+	// when the service reads a PROXY header.
+	Peer netip.AddrPort
+	// Local is the address the client connected to (the PROXY header's
+	// destination when the header carries one).
 	Local    netip.AddrPort
 	Accepted time.Time
-	Backend  Target
+	// Hello is what inspecting the client's first bytes found; zero when
+	// the service does not inspect.
+	Hello   Hello
+	Backend Target
 
 	PolicyState any
 }
@@ -54,6 +66,12 @@ const (
 	CloseDrained CloseReason = "drain_timeout"
 	// CloseError: a local error (e.g. out of file descriptors while connecting).
 	CloseError CloseReason = "error"
+	// CloseNoRoute: after inspection no route matched and the service has
+	// no default pool; the client was reset.
+	CloseNoRoute CloseReason = "no_route"
+	// CloseClientGone: the client closed or reset its connection before a
+	// backend was chosen (during inspection).
+	CloseClientGone CloseReason = "client_closed"
 )
 
 // CloseInfo is reported once per admitted connection, when it is closed.
@@ -104,21 +122,31 @@ func RejectReasons() []RejectReason {
 // Policy is everything an engine asks the upper layers. Implementations are
 // goroutine-safe and never block: engines call them from event loops.
 //
-// For every connection the engine calls Admit once. If Admit returns false the
-// engine resets the client (SO_LINGER 0) and calls nothing else: the policy
-// counted the refusal itself. If it returns true the engine calls Pick
-// (attempt 0, 1, ...) and DialResult after each connect until one succeeds or
-// Pick returns false, and finally Closed exactly once.
+// For every connection the engine calls Admit once, when the client's
+// address is final (after the PROXY header, when the service reads one). If
+// Admit returns false the engine resets the client (SO_LINGER 0) and calls
+// nothing else: the policy counted the refusal itself. If it returns true
+// and the service inspects (Tunables.Inspect), the engine reads the client's
+// first bytes, fills Hello and calls Route once; a false Route means no
+// route: the engine resets the client. Then the engine calls Pick (attempt
+// 0, 1, ...) and DialResult after each connect until one succeeds or Pick
+// returns false. Closed is called exactly once for every admitted
+// connection, whatever happened after Admit.
 //
 // A connection the engine refuses on its own, before Admit (no descriptor
-// headroom), is reported with Refused instead, and nothing else is called
-// for it.
+// headroom; a missing, malformed, late or untrusted PROXY header), is
+// reported with Refused instead, and nothing else is called for it.
 type Policy interface {
 	Admit(c *ConnInfo) bool
 	// Refused reports a connection the engine reset without calling Admit,
-	// for reason r (engines use RejectLimit). c has Client, Local and
-	// Accepted filled when the engine knows them.
+	// for reason r (RejectLimit or RejectProxyHeader). c has Peer, Client,
+	// Local and Accepted filled when the engine knows them.
 	Refused(c *ConnInfo, r RejectReason)
+	// Route chooses the pool of an inspecting service's connection from
+	// c.Hello (and c.Client); false means no route matched and there is no
+	// default pool (counted as RejectNoRoute by the policy). A service that
+	// does not inspect is routed inside Admit.
+	Route(c *ConnInfo) bool
 	Pick(c *ConnInfo, attempt int) (Target, bool)
 	DialResult(c *ConnInfo, t Target, err error, rtt time.Duration)
 	Closed(c *ConnInfo, s CloseInfo)
@@ -140,7 +168,31 @@ const (
 type Tunables struct {
 	ConnectTimeout time.Duration // per connect attempt
 	IdleTimeout    time.Duration // no byte in either direction; 0 = none
-	ProxyProtocol  ProxyProtocol
+	ProxyProtocol  ProxyProtocol // header sent to the backend
+
+	// ProxyIn is the PROXY header the service reads from its peers before
+	// anything else; ProxyInOff reads none. Only peers in Trusted may send
+	// one (an untrusted peer is refused, RejectProxyHeader), and the whole
+	// header must arrive within ProxyHeaderTimeout.
+	ProxyIn            ProxyIn
+	ProxyHeaderTimeout time.Duration
+	Trusted            AddrSet
+
+	// Inspect makes the engine read the client's TLS ClientHello (at most
+	// MaxInspect bytes, within InspectTimeout) before Route.
+	Inspect        bool
+	InspectTimeout time.Duration
+
+	// UDPIdleTimeout ends a UDP flow after that long without a datagram in
+	// either direction (UDP engines only).
+	UDPIdleTimeout time.Duration
+}
+
+// AddrSet is a set of addresses, such as trusted_proxies
+// (*access.PrefixSet implements it). Contains is called on the data path:
+// it must be goroutine-safe and must not allocate.
+type AddrSet interface {
+	Contains(a netip.Addr) bool
 }
 
 // TunableStore holds the current Tunables; Store is called on reload.
@@ -198,6 +250,16 @@ func (o Options) Validate() error {
 		return bad("Tunables.IdleTimeout %v is negative (0 means none)", t.IdleTimeout)
 	case t.ProxyProtocol > ProxyV2:
 		return bad("Tunables.ProxyProtocol %d is not off, v1 or v2", t.ProxyProtocol)
+	case t.ProxyIn > ProxyInAny:
+		return bad("Tunables.ProxyIn %d is not off, v1, v2 or any", t.ProxyIn)
+	case t.ProxyIn != ProxyInOff && t.ProxyHeaderTimeout <= 0:
+		return bad("Tunables.ProxyHeaderTimeout %v must be positive when ProxyIn is on", t.ProxyHeaderTimeout)
+	case t.ProxyIn != ProxyInOff && t.Trusted == nil:
+		return bad("Tunables.Trusted is required when ProxyIn is on")
+	case t.Inspect && t.InspectTimeout <= 0:
+		return bad("Tunables.InspectTimeout %v must be positive when Inspect is on", t.InspectTimeout)
+	case t.UDPIdleTimeout < 0:
+		return bad("Tunables.UDPIdleTimeout %v is negative", t.UDPIdleTimeout)
 	}
 	return nil
 }

@@ -712,6 +712,7 @@ type listPolicy struct {
 
 func (p *listPolicy) Admit(*engine.ConnInfo) bool                   { return true }
 func (p *listPolicy) Refused(*engine.ConnInfo, engine.RejectReason) {}
+func (p *listPolicy) Route(*engine.ConnInfo) bool                   { return true }
 func (p *listPolicy) Pick(_ *engine.ConnInfo, attempt int) (engine.Target, bool) {
 	if attempt >= len(p.targets) {
 		return engine.Target{}, false

@@ -20,6 +20,9 @@ type Policy struct {
 	// OnAdmit, when set, runs at the start of every Admit (tests use it to
 	// hold an engine's accept path).
 	OnAdmit func(*engine.ConnInfo)
+	// OnRoute, when set, decides Route (tests route by c.Hello); nil routes
+	// every connection.
+	OnRoute func(*engine.ConnInfo) bool
 
 	mu      sync.Mutex
 	targets []netip.AddrPort
@@ -75,6 +78,16 @@ func (p *Policy) Admit(c *engine.ConnInfo) bool {
 
 // Refused implements engine.Policy.
 func (p *Policy) Refused(c *engine.ConnInfo, r engine.RejectReason) { p.count(r) }
+
+// Route implements engine.Policy: OnRoute decides; a connection it refuses
+// is counted as RejectNoRoute.
+func (p *Policy) Route(c *engine.ConnInfo) bool {
+	if p.OnRoute == nil || p.OnRoute(c) {
+		return true
+	}
+	p.count(engine.RejectNoRoute)
+	return false
+}
 
 func (p *Policy) count(r engine.RejectReason) {
 	p.mu.Lock()

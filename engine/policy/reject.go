@@ -105,3 +105,7 @@ func localLogNames() []string {
 	}
 	return names
 }
+
+// Route implements engine.Policy. A service without routes sends every
+// connection to its one pool, so there is nothing to choose.
+func (p *Policy) Route(*engine.ConnInfo) bool { return true }

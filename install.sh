@@ -127,7 +127,9 @@ while (($# > 0)); do
 	shift
 done
 
-sources=$(( $([[ -n $binary ]] && echo 1 || echo 0) + from_source + $([[ -n $url ]] && echo 1 || echo 0) ))
+sources=$from_source
+[[ -z $binary ]] || sources=$((sources + 1))
+[[ -z $url ]] || sources=$((sources + 1))
 ((sources <= 1)) || usage_error "--binary, --from-source and --url exclude each other"
 if ((uninstall)); then
 	((sources == 0)) || usage_error "--uninstall takes no --binary, --from-source or --url"
@@ -139,6 +141,7 @@ fi
 
 DESTDIR=${DESTDIR:-}
 DESTDIR=${DESTDIR%/}
+[[ -z $DESTDIR || $DESTDIR == /* ]] || DESTDIR=$PWD/$DESTDIR
 BAL_USER=${BAL_USER:-bal}
 [[ $BAL_USER =~ ^[a-z_][a-z0-9_-]*$ ]] || die "BAL_USER $BAL_USER is not a valid user name"
 unit_dir=${BAL_SYSTEMD_UNIT_DIR:-/etc/systemd/system}
@@ -192,7 +195,7 @@ systemd_running() {
 #   version  the installed bal's --version line
 #   file     PATH SHA256  a file this script installed (removed by --uninstall)
 #   dir      PATH         a directory it created (removed when empty)
-#   keep     PATH         config or state it created (removed only by --purge)
+#   keep     PATH         bal's config or state directory (deleted only by --purge)
 #   user     NAME         the system user it created (deleted by --purge)
 # Paths are final paths (without DESTDIR). The new manifest is built in
 # $work and renamed into place at the end.

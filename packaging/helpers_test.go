@@ -229,3 +229,20 @@ func freePort(t testing.TB) int {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
 }
+
+// verifyUnit runs systemd-analyze verify (when installed) on a copy of a
+// unit whose binary path bin is replaced by the existing file real.
+func verifyUnit(t testing.TB, unit []byte, bin, real string) {
+	t.Helper()
+	analyze, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Log("systemd-analyze is not installed: the unit is not verified")
+		return
+	}
+	path := filepath.Join(t.TempDir(), "bal.service")
+	writeFile(t, path, strings.ReplaceAll(string(unit), bin, real), 0o644)
+	out, errOut, code := run(t, time.Minute, "", nil, analyze, "verify", path)
+	if code != 0 || strings.TrimSpace(out+errOut) != "" {
+		t.Errorf("systemd-analyze verify: exit %d\n%s%s", code, out, errOut)
+	}
+}

@@ -391,6 +391,7 @@ func TestInstallSystemdStaged(t *testing.T) {
 	if bytes.Contains(unit, []byte(root)) {
 		t.Error("the unit names a DESTDIR path")
 	}
+	verifyUnit(t, unit, "/usr/local/bin/bal", filepath.Join(root, "usr/local/bin/bal"))
 	config := filepath.Join(root, "etc/bal/config.yaml")
 	if sha256File(t, config) != sha256File(t, filepath.Join(repoRoot(t), "packaging/config.yaml")) {
 		t.Error("DESTDIR/etc/bal/config.yaml is not packaging/config.yaml")
@@ -795,4 +796,94 @@ func TestInstallUpgradesRunningBal(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Logf("upgraded PID %d -> %s", oldPID, strconv.Itoa(*st.PID))
+}
+
+// fakeBal writes a shell script that answers like bal: --version says
+// "bal <version>", status exits 0 when FAKE_RUNNING=1 (else 3), upgrade
+// --help exits 0, upgrade and stop exit FAKE_UPGRADE_EXIT and
+// FAKE_STOP_EXIT; every call is logged with its BAL_HOME.
+func fakeBal(t *testing.T, dir, version, log string) string {
+	t.Helper()
+	path := filepath.Join(dir, "fake-"+version, "bal")
+	writeFile(t, path, fmt.Sprintf(`#!/bin/sh
+echo "BAL_HOME=$BAL_HOME $*" >>'%s'
+case "$1" in
+--version) echo "bal %s (fake, linux/amd64)" ;;
+status) [ "${FAKE_RUNNING:-}" = 1 ] || exit 3 ;;
+upgrade) [ "${2:-}" = --help ] || exit "${FAKE_UPGRADE_EXIT:-0}" ;;
+stop) exit "${FAKE_STOP_EXIT:-0}" ;;
+esac
+exit 0
+`, log, version), 0o755)
+	return path
+}
+
+// TestInstallRunsBalUpgrade: install.sh's side of an update of a running
+// bal, against a fake bal that has 'bal upgrade': it calls 'bal upgrade
+// --binary PREFIX/bin/bal' for BAL_HOME only when the binary changed and a
+// bal runs, reports a failed upgrade with exit 1 (the new binary stays
+// installed), and on uninstall stops the running bal first, removing
+// nothing when that fails.
+func TestInstallRunsBalUpgrade(t *testing.T) {
+	in := newInstaller(t)
+	prefix := filepath.Join(in.dir, "prefix")
+	bin := filepath.Join(prefix, "bin", "bal")
+	log := filepath.Join(in.dir, "fakebal.calls")
+	actions := func() []string { // the calls other than the probes
+		var out []string
+		for _, c := range calls(t, log) {
+			if !strings.HasSuffix(c, " --version") && !strings.HasSuffix(c, " status --brief") && !strings.HasSuffix(c, " upgrade --help") {
+				out = append(out, c)
+			}
+		}
+		_ = os.Remove(log)
+		return out
+	}
+	wantUpgrade := []string{"BAL_HOME=" + in.balHome + " upgrade --binary " + bin}
+	wantStop := []string{"BAL_HOME=" + in.balHome + " stop"}
+
+	// Nothing runs: no upgrade.
+	in.mustRun(nil, "--binary", fakeBal(t, in.dir, "fake-1", log), "--prefix", prefix)
+	if a := actions(); a != nil {
+		t.Errorf("with no bal running install.sh ran %q", a)
+	}
+	// A bal runs and the binary changes: bal upgrade.
+	running := []string{"FAKE_RUNNING=1"}
+	out := in.mustRun(running, "--binary", fakeBal(t, in.dir, "fake-2", log), "--prefix", prefix)
+	if a := actions(); strings.Join(a, "\n") != strings.Join(wantUpgrade, "\n") || !strings.Contains(out, "upgrading the bal running for BAL_HOME="+in.balHome) {
+		t.Errorf("update with a bal running: calls %q, want %q; stdout %q", a, wantUpgrade, out)
+	}
+	// The upgrade fails: exit 1 with the reason, the new binary installed.
+	fake3 := fakeBal(t, in.dir, "fake-3", log)
+	out, errOut, code := in.run(append(running, "FAKE_UPGRADE_EXIT=1"), "--binary", fake3, "--prefix", prefix)
+	if code != 1 || !strings.Contains(errOut, "'bal upgrade' failed for BAL_HOME="+in.balHome) || !strings.Contains(errOut, "keeps serving the old binary") {
+		t.Errorf("failed upgrade: exit %d, stderr %q (stdout %q)", code, errOut, out)
+	}
+	if sha256File(t, bin) != sha256File(t, fake3) {
+		t.Error("after a failed upgrade the new binary is not installed")
+	}
+	actions()
+	// Unchanged binary: no upgrade, a note.
+	out = in.mustRun(running, "--binary", fake3, "--prefix", prefix)
+	if a := actions(); a != nil || !strings.Contains(out, "the binary is unchanged") {
+		t.Errorf("same build with a bal running: calls %q, stdout %q", a, out)
+	}
+
+	// Uninstall stops it first; when the stop fails nothing is removed.
+	_, errOut, code = in.run(append(running, "FAKE_STOP_EXIT=1"), "--uninstall", "--prefix", prefix)
+	if code != 1 || !strings.Contains(errOut, "nothing removed") {
+		t.Errorf("uninstall with a failing stop: exit %d, stderr %q", code, errOut)
+	}
+	if _, err := os.Stat(bin); err != nil {
+		t.Error("a failed stop still removed the binary")
+	}
+	actions()
+	in.mustRun(running, "--uninstall", "--prefix", prefix)
+	if a := actions(); strings.Join(a, "\n") != strings.Join(wantStop, "\n") {
+		t.Errorf("uninstall: calls %q, want %q", a, wantStop)
+	}
+	if _, err := os.Stat(prefix); err == nil {
+		t.Error("uninstall left the prefix it created")
+	}
+	in.noDownloads()
 }

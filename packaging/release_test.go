@@ -465,6 +465,7 @@ func TestReleaseDebMetadata(t *testing.T) {
 	if bytes.Contains(unit, []byte("/usr/local/bin")) {
 		t.Error("the unit still names /usr/local/bin")
 	}
+	verifyUnit(t, unit, "/usr/bin/bal", filepath.Join(x, "usr/bin/bal"))
 	mustRun(t, time.Minute, "", nil, balBinary(t, "pkgtest-1"), "check", "--strict", "-c", filepath.Join(x, "etc/bal/config.yaml"))
 }
 

@@ -20,7 +20,8 @@ every connection.
 
 Where the binary comes from (at most one of):
   --binary PATH    this file (it must run: 'PATH --version')
-  --from-source    'go build -trimpath' in the checkout this script is in
+  --from-source    'go build -trimpath' (static: CGO_ENABLED=0) in the
+                   checkout this script is in
   --url URL        download SHA256SUMS and bal_<version>_<os>_<arch>.tar.gz
                    from the base URL (https://, http:// with curl or wget;
                    file:// is copied), verify the tarball's checksum, and
@@ -350,7 +351,8 @@ build_from_source() {
 	command -v "$go" >/dev/null 2>&1 || die "--from-source needs Go ($go not found): see README.md"
 	v=$(git -C "$here" describe --always --dirty 2>/dev/null || echo dev)
 	note "building bal $v from $here"
-	(cd "$here" && "$go" build -trimpath -ldflags "-X main.version=$v" -o "$work/bal" ./cmd/bal) ||
+	# Static, as the release binaries are: bal needs no C library.
+	(cd "$here" && CGO_ENABLED=0 "$go" build -trimpath -ldflags "-X main.version=$v" -o "$work/bal" ./cmd/bal) ||
 		die "go build failed"
 	src_bin=$work/bal
 }

@@ -53,7 +53,7 @@ func newInstaller(t *testing.T) *installer {
 	if err := os.MkdirAll(in.home, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	in.env = []string{
+	in.env = append(goEnv(t), []string{
 		"HOME=" + in.home,
 		"BAL_HOME=" + in.balHome,
 		"PATH=" + in.fakeBin + string(os.PathListSeparator) + os.Getenv("PATH"),
@@ -62,8 +62,29 @@ func newInstaller(t *testing.T) *installer {
 		"BAL_USERADD=" + filepath.Join(in.fakeBin, "useradd"),
 		"BAL_USERDEL=" + filepath.Join(in.fakeBin, "userdel"),
 		"BAL_USER=",
-	}
+	}...)
 	return in
+}
+
+var (
+	goEnvOnce sync.Once
+	goEnvVars []string
+)
+
+// goEnv pins Go's caches and settings to this user's: with HOME moved,
+// --from-source would otherwise start from an empty build and module cache.
+func goEnv(t *testing.T) []string {
+	t.Helper()
+	goEnvOnce.Do(func() {
+		keys := []string{"GOCACHE", "GOMODCACHE", "GOPATH", "GOENV"}
+		out := mustRun(t, time.Minute, "", nil, "go", append([]string{"env"}, keys...)...)
+		for i, v := range strings.Split(strings.TrimRight(out, "\n"), "\n") {
+			if i < len(keys) {
+				goEnvVars = append(goEnvVars, keys[i]+"="+v)
+			}
+		}
+	})
+	return goEnvVars
 }
 
 // run runs install.sh with extra environment entries (later ones win).

@@ -360,7 +360,7 @@ build_from_source() {
 # ---- install ---------------------------------------------------------------
 
 do_install() {
-	local src_bin="" src_dir=$here version changed=0 bin_changed h
+	local src_bin="" src_dir=$here version changed=0 bin_changed h unit_installed
 
 	if [[ -n $binary ]]; then
 		[[ -f $binary ]] || die "--binary $binary: no such file"
@@ -393,6 +393,11 @@ do_install() {
 	fi
 
 	manifest_load
+	# The service's home counts too when the unit is (or was) installed.
+	unit_installed=$systemd
+	if awk -F '\t' '$1 == "file" && $2 ~ /\/bal\.service$/ {found = 1} END {exit !found}' "$new_manifest"; then
+		unit_installed=1
+	fi
 	put_file "$work/bal.new" "$bin_path" 0755
 	bin_changed=$changed
 	if ((bin_changed)); then
@@ -425,7 +430,7 @@ do_install() {
 		else
 			note "a bal is running for BAL_HOME=$h, and this bal has no 'bal upgrade': restart it to run the new binary"
 		fi
-	done < <(homes "$systemd")
+	done < <(homes "$unit_installed")
 }
 
 install_systemd() {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build bal's release artifacts into one directory (default dist/):
-#   bal_<version>_<os>_<arch>.tar.gz  for each of TARGETS below
+#   bal_<version>_<os>_<arch>.tar.gz  linux/{amd64,386,arm64}, darwin/{arm64,amd64}
 #   bal_<version>_amd64.deb           Debian package (dpkg-deb)
 #   SHA256SUMS                        sha256sum of all of the above
 # Two runs on the same commit give byte-identical files, whatever folder the

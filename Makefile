@@ -20,6 +20,7 @@ help:
 	@echo "make demo    build, start the sample backends, send traffic through bal, stop everything"
 	@echo "make bench   bal vs HAProxy and nginx on loopback (apt-installs wrk, haproxy, nginx, gnuplot; ~12 min)"
 	@echo "make soak    long reliability tests and fuzzing (about 30 minutes); prints test -> figure -> pass"
+	@echo "make release dist/: tarballs for linux/{amd64,386,arm64} and darwin/{arm64,amd64}, a .deb, SHA256SUMS (reproducible)"
 	@echo "make clean   remove $(BIN)"
 
 build:
@@ -59,6 +60,12 @@ bench: build
 # fuzz targets; prints a table of test -> figure -> pass at the end.
 soak:
 	@cmd/bal/reliability/soak.sh
+
+# Release artifacts of this commit into dist/ (packaging/README.md): stripped
+# static binaries, byte-identical when built again from the same commit.
+.PHONY: release
+release:
+	VERSION=$(VERSION) GO=$(GO) packaging/release.sh dist
 
 clean:
 	rm -rf bin

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install, update or uninstall bal. './install.sh --help' explains; the
-# manual's "Install, update, uninstall" section (packaging/INSTALL-section.md)
+# manual's "Install, update, uninstall" section (docs/install.md)
 # has examples. Written for bash 3.2 too (macOS): no associative arrays.
 set -euo pipefail
 

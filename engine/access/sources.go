@@ -17,7 +17,7 @@ import (
 const DefaultSourceTableSize = 65536
 
 // MaxSourceTableSize is the largest bound a Sources table accepts (about
-// 1.6 GB of entries): a bigger value is a typo, not a plan.
+// 940 MB of entries): a bigger value is a typo, not a plan.
 const MaxSourceTableSize = 1 << 24
 
 // ErrBadSize is wrapped by NewSources and Resize errors.
@@ -180,7 +180,7 @@ func bucketsFor(c int) int {
 // hash is the keyed hash of k: the high half picks the shard, the low half
 // the bucket. The seed is random per table, so no client can aim its
 // addresses at one shard or one bucket.
-func (s *Sources) hash(k sourceKey) (shard uint32, h uint32) {
+func (s *Sources) hash(k sourceKey) (si, h uint32) {
 	var b [9]byte
 	binary.LittleEndian.PutUint64(b[:], k.v)
 	if k.v6 {

@@ -587,6 +587,29 @@ func TestActiveEntriesAreNeverEvicted(t *testing.T) {
 		t.Fatalf("at the end: %+v", st)
 	}
 	checkConsistent(t, s)
+
+	// Far over the bound (the index grows), and back.
+	held = held[:0]
+	for i := range 200 {
+		tk, v := s.Admit(v4(1000+i), 1, Rate{})
+		if v != OK {
+			t.Fatal(v)
+		}
+		held = append(held, tk)
+	}
+	checkConsistent(t, s)
+	for i := range 200 {
+		if _, v := s.Admit(v4(1000+i), 1, Rate{}); v != SourceLimit {
+			t.Fatalf("source %d of 200 held over a bound of 16: %v", i, v)
+		}
+	}
+	for _, tk := range held {
+		s.Release(tk)
+	}
+	if st := s.Stats(); st.Active != 0 || st.Entries != 16 || st.StaleReleases != 9 {
+		t.Fatalf("after 200 over the bound: %+v", st)
+	}
+	checkConsistent(t, s)
 }
 
 // TestSourcesMatchModel drives one shard with random admissions and

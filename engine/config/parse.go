@@ -280,6 +280,19 @@ func (p *parser) parse(data []byte) (*Snapshot, meta) {
 		s.Runtime = Profile(m.backends)
 	}
 	p.crossChecks(s)
+	s.Single = true
+	s.Services = []Service{{
+		Name:          DefaultServiceName,
+		Protocol:      TCP,
+		BindAddress:   s.BindAddress,
+		Port:          s.Port,
+		Method:        s.Method,
+		Backends:      s.Backends,
+		Runtime:       s.Runtime,
+		HealthCheck:   HealthCheck{Type: CheckTCP},
+		Access:        Access{AcceptProxyProtocol: ProxyOff},
+		OnBackendDown: OnDownKeep,
+	}}
 	return s, m
 }
 

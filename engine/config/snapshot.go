@@ -91,6 +91,12 @@ type Runtime struct {
 	ProxyProtocol                    string // off | v1 | v2
 	MetricsAddress                   string // host:port, empty = off
 	AccessLog                        bool
+
+	TLSInspectTimeout  time.Duration // how long a service waits for a ClientHello
+	ProxyHeaderTimeout time.Duration // how long a service waits for an inbound PROXY header
+	SourceTableSize    int           // per-source table entries (access control)
+	UDPIdleTimeout     time.Duration // a UDP flow ends after this long without a datagram
+	MaxUDPFlows        int           // flows a UDP service keeps at most
 }
 
 // Profile returns the auto-tuned runtime for a number of backends (SPEC §2.4).
@@ -103,6 +109,10 @@ func Profile(backends int) Runtime {
 		DrainTimeout:          ms(30000),
 		Engine:                EngineAuto,
 		ProxyProtocol:         ProxyOff,
+		TLSInspectTimeout:     ms(5000),
+		ProxyHeaderTimeout:    ms(3000),
+		SourceTableSize:       65536,
+		UDPIdleTimeout:        ms(30000),
 	}
 	switch {
 	case backends <= 2:
@@ -127,6 +137,7 @@ func Profile(backends int) Runtime {
 		r.ProtectionTriggerThreshold, r.ProtectionStableSuccessThreshold = 14, 16
 		r.MaxConcurrentConnections = 12000
 	}
+	r.MaxUDPFlows = r.MaxConcurrentConnections
 	return r
 }
 
@@ -139,15 +150,27 @@ type Issue struct {
 // Snapshot is a validated configuration. It is a value: nothing in bal
 // mutates a Snapshot after Load returned it (Backends is never written to).
 type Snapshot struct {
-	Path        string // absolute path it was loaded from ("" for Parse without a path)
-	Mode        Mode
+	Path string // absolute path it was loaded from ("" for Parse without a path)
+	Mode Mode
+	// Port, BindAddress, Method and Backends are the first service's
+	// (Services[0]); they go away once every caller reads Services.
 	Port        int
 	BindAddress string // as configured, IPv6 brackets removed ("::" for "[::]")
 	Method      Method
 	LogLevel    slog.Level
 	Backends    []Backend
-	Runtime     Runtime
-	Warnings    []Issue
+	// Runtime is the top-level runtime: block over the first service's
+	// auto-tuned profile. The process reads its process-wide keys (engine,
+	// metrics_address, drain_timeout_ms, access_log); each service has its
+	// own resolved Runtime.
+	Runtime Runtime
+	// Services are the configured services in file order (at least one
+	// once Parse succeeded); the single-service form is one service named
+	// DefaultServiceName.
+	Services []Service
+	// Single is true for a file in the single-service form.
+	Single   bool
+	Warnings []Issue
 }
 
 // ListenAddress is "bind_address:port" ("[::]:9295" for IPv6).

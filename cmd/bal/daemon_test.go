@@ -25,7 +25,7 @@ import (
 	"github.com/bal-lb/bal/engine/pidfile"
 )
 
-// Black-box tests of issue 6: bal as a service — start -d, the control
+// Black-box tests of bal as a service — start -d, the control
 // socket, status, doctor, graceful, stop, the log file, sd_notify.
 
 // daemonEnv is one test's bal home and config directory.

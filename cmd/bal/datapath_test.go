@@ -15,7 +15,7 @@ import (
 	"github.com/bal-lb/bal/engine/enginetest"
 )
 
-// Black-box tests of issue 3: the real binary on loopback with real backends.
+// Black-box tests of the data path: the real binary on loopback with real backends.
 
 // named starts a backend that writes its name on every connection and closes.
 func named(t *testing.T, name string) *enginetest.Backend {

@@ -14,7 +14,7 @@ import (
 	"github.com/bal-lb/bal/engine/enginetest"
 )
 
-// Black-box tests of issue 4: health checks, protection mode and reloads
+// Black-box tests of health checks, protection mode and reloads
 // with the real binary.
 
 // outcome is one client connection of a load loop.

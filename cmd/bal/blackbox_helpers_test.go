@@ -12,35 +12,39 @@ import (
 	"github.com/bal-lb/bal/cmd/bal/internal/baltest"
 )
 
-// Helpers shared by the issue 8 black-box tests (PROXY protocol, balancing
-// methods, metrics), on top of proc_test.go's balProc.
+// Helpers shared by the black-box tests of the balancing methods, the PROXY
+// protocol and the metrics, on top of baltest.Proc: instances that stop
+// within a second, and backends that hold the connections they accept.
 
-// i8Runtime are runtime lines every issue 8 instance gets: a short drain so
-// that stopping an instance with held connections takes a second, not 30.
-var i8Runtime = []string{"drain_timeout_ms: 1000"}
+// shortDrain are the runtime lines every startShortDrain instance gets: a
+// short drain so that stopping an instance with held connections takes a
+// second, not 30.
+var shortDrain = []string{"drain_timeout_ms: 1000"}
 
-// i8Start writes cfg, starts bal in a fresh BAL_HOME and makes sure it is
-// ended: SIGTERM at cleanup, then a wait, then SIGKILL if it did not exit.
-func i8Start(t *testing.T, cfg baltest.Config) (*baltest.Proc, string) {
+// startShortDrain writes cfg, starts bal in a fresh BAL_HOME and makes sure
+// it is ended: SIGTERM at cleanup, then a wait, then SIGKILL if it did not
+// exit.
+func startShortDrain(t *testing.T, cfg baltest.Config) (*baltest.Proc, string) {
 	t.Helper()
-	return i8StartOn(t, cfg, "")
+	return startShortDrainOn(t, cfg, "")
 }
 
-// i8StartOn is i8Start with another bind_address than 127.0.0.1 ("" keeps it).
-func i8StartOn(t *testing.T, cfg baltest.Config, bind string) (*baltest.Proc, string) {
+// startShortDrainOn is startShortDrain with another bind_address than
+// 127.0.0.1 ("" keeps it).
+func startShortDrainOn(t *testing.T, cfg baltest.Config, bind string) (*baltest.Proc, string) {
 	t.Helper()
-	cfg.Runtime = append(append([]string(nil), i8Runtime...), cfg.Runtime...)
+	cfg.Runtime = append(append([]string(nil), shortDrain...), cfg.Runtime...)
 	if bind != "" {
 		cfg.Bind = bind
 	}
 	p := baltest.Start(t, cfg)
-	t.Cleanup(func() { i8Stop(p) })
+	t.Cleanup(func() { stopGracefully(p) })
 	return p, p.ConfigPath
 }
 
-// i8Stop sends SIGTERM and waits up to 10 s, then kills. It returns the exit
-// code (-1 when it had to kill).
-func i8Stop(p *baltest.Proc) int {
+// stopGracefully sends SIGTERM and waits up to 10 s, then kills. It returns
+// the exit code (-1 when it had to kill).
+func stopGracefully(p *baltest.Proc) int {
 	select {
 	case <-p.Done():
 		return p.ExitCode()
@@ -57,8 +61,8 @@ func i8Stop(p *baltest.Proc) int {
 	}
 }
 
-// i8Free6 returns a free port on ::1.
-func i8Free6(t *testing.T) int {
+// freePort6 returns a free port on ::1.
+func freePort6(t *testing.T) int {
 	t.Helper()
 	l, err := net.Listen("tcp6", "[::1]:0")
 	if err != nil {
@@ -68,9 +72,9 @@ func i8Free6(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// i8Held is a backend handler that says its name and then holds the
+// nameThenHold is a backend handler that says its name and then holds the
 // connection until the client closes it.
-func i8Held(name string) func(c *net.TCPConn) {
+func nameThenHold(name string) func(c *net.TCPConn) {
 	return func(c *net.TCPConn) {
 		if _, err := io.WriteString(c, name); err != nil {
 			return
@@ -79,9 +83,9 @@ func i8Held(name string) func(c *net.TCPConn) {
 	}
 }
 
-// i8Hold connects through bal to a holding backend and returns the open
+// holdOpen connects through bal to a holding backend and returns the open
 // connection and the name of the backend it reached.
-func i8Hold(t *testing.T, addr string) (net.Conn, string) {
+func holdOpen(t *testing.T, addr string) (net.Conn, string) {
 	t.Helper()
 	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
 	if err != nil {
@@ -97,9 +101,9 @@ func i8Hold(t *testing.T, addr string) (net.Conn, string) {
 	return c, string(buf)
 }
 
-// i8Release ends a held connection and waits until the whole chain has
+// releaseHeld ends a held connection and waits until the whole chain has
 // closed: our FIN reaches the backend, it closes, and bal closes us.
-func i8Release(t *testing.T, c net.Conn) {
+func releaseHeld(t *testing.T, c net.Conn) {
 	t.Helper()
 	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
 		t.Fatal(err)
@@ -111,8 +115,8 @@ func i8Release(t *testing.T, c net.Conn) {
 	c.Close()
 }
 
-// i8Share formats a distribution as "a 301 (75.2 %) b 99 (24.8 %)".
-func i8Share(got map[string]int, names ...string) string {
+// shares formats a distribution as "a 301 (75.2 %) b 99 (24.8 %)".
+func shares(got map[string]int, names ...string) string {
 	total := 0
 	for _, n := range got {
 		total += n

@@ -39,7 +39,7 @@ func TestBalanceWeights(t *testing.T) {
 				if !tt.held {
 					a, b = named(t, "a"), named(t, "b")
 				}
-				p, _ := startShortDrain(t, baltest.Config{Port: freePort(t), Engine: eng, Method: tt.method,
+				p, _ := startShortDrain(t, baltest.Config{Port: baltest.FreePort(t), Engine: eng, Method: tt.method,
 					Backends: []string{a.Addr.String() + " 3", b.Addr.String() + " 1"}})
 				got := map[string]int{}
 				if tt.held {
@@ -67,7 +67,7 @@ func TestBalanceLeastConnectionsFollowsHeld(t *testing.T) {
 		t.Run(eng, func(t *testing.T) {
 			a := enginetest.NewBackend(t, nameThenHold("a"))
 			b := enginetest.NewBackend(t, nameThenHold("b"))
-			p, _ := startShortDrain(t, baltest.Config{Port: freePort(t), Engine: eng, Method: "least_connections",
+			p, _ := startShortDrain(t, baltest.Config{Port: baltest.FreePort(t), Engine: eng, Method: "least_connections",
 				Backends: []string{a.Addr.String(), b.Addr.String()}})
 			// Six held connections alternate: three on each backend.
 			held := map[string][]net.Conn{}
@@ -118,9 +118,9 @@ func TestBalanceSourceHash(t *testing.T) {
 				addrs = append(addrs, named(t, n).Addr.String())
 			}
 			cfg := baltest.Config{Engine: eng, Method: "source_hash", Backends: addrs}
-			cfg.Port = freePort(t)
+			cfg.Port = baltest.FreePort(t)
 			p1, _ := startShortDrain(t, cfg)
-			cfg.Port = freePort(t)
+			cfg.Port = baltest.FreePort(t)
 			p2, path2 := startShortDrain(t, cfg)
 
 			m1 := sourceMap(t, p1.Addr(), clients)

@@ -12,13 +12,14 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/bal-lb/bal/cmd/bal/internal/baltest"
 	"github.com/bal-lb/bal/engine/config"
 )
 
 // runBal runs the real binary with BAL_HOME (and HOME) set to home, in dir.
 func runBal(t *testing.T, dir, home string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
-	cmd := exec.Command(balBin, args...)
+	cmd := exec.Command(baltest.NeedBinary(t), args...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "BAL_HOME="+home, "HOME="+home)
 	var out, errb bytes.Buffer
@@ -193,7 +194,7 @@ func TestBlackBoxCLI(t *testing.T) {
 		stdout string
 		stderr string
 	}{
-		{[]string{"--version"}, 0, fmt.Sprintf("bal %s (%s, %s/%s)\n", testVersion, runtime.Version(), runtime.GOOS, runtime.GOARCH), ""},
+		{[]string{"--version"}, 0, fmt.Sprintf("bal %s (%s, %s/%s)\n", baltest.Version, runtime.Version(), runtime.GOOS, runtime.GOARCH), ""},
 		{nil, 2, "", "bal: missing command (see 'bal --help')\n"},
 		{[]string{"check", "--frobnicate"}, 2, "", "bal check: unknown flag: --frobnicate (see 'bal check --help')\n"},
 		{[]string{"status", "--help"}, 0, "Usage: bal status [-c FILE] [--brief] [--json] [--verbose]\n", ""},

@@ -42,6 +42,7 @@ type daemonEnv struct {
 // outlives the test even when it fails half-way.
 func newDaemonEnv(t *testing.T, cfg baltest.Config) *daemonEnv {
 	t.Helper()
+	baltest.NeedBinary(t) // every daemon test runs the real binary
 	d := &daemonEnv{t: t, dir: t.TempDir(), cfg: "config.yaml", port: cfg.Port}
 	d.home = filepath.Join(t.TempDir(), "home")
 	d.write(cfg.String())
@@ -202,7 +203,7 @@ func daemonConfig(t *testing.T, backend string, runtime ...string) baltest.Confi
 			lines = append(lines, def)
 		}
 	}
-	return baltest.Config{Port: freePort(t), Engine: baltest.Engines()[0], Backends: []string{backend}, Runtime: lines}
+	return baltest.Config{Port: baltest.FreePort(t), Engine: baltest.Engines()[0], Backends: []string{backend}, Runtime: lines}
 }
 
 // TestDaemonLifecycle walks one daemon through start -d, status, doctor,
@@ -624,6 +625,7 @@ func TestStopDuringTransfer(t *testing.T) {
 	})
 	d := newDaemonEnv(t, daemonConfig(t, be.Addr.String(), "drain_timeout_ms: 20000"))
 	pid := d.start()
+	bin := baltest.NeedBinary(t)
 
 	c, err := net.DialTimeout("tcp", d.addr(), 2*time.Second)
 	if err != nil {
@@ -642,7 +644,7 @@ func TestStopDuringTransfer(t *testing.T) {
 	}
 	stopped := make(chan result, 1)
 	go func() {
-		cmd := exec.Command(balBin, "stop")
+		cmd := exec.Command(bin, "stop")
 		cmd.Env = append(os.Environ(), "BAL_HOME="+d.home)
 		var out, errb bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &errb

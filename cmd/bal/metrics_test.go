@@ -114,7 +114,7 @@ func TestMetricsBlackBox(t *testing.T) {
 func testMetrics(t *testing.T, eng string) {
 	good := enginetest.NewBackend(t, enginetest.Echo)
 	doomed := enginetest.NewBackend(t, enginetest.Echo)
-	mport := freePort(t)
+	mport := baltest.FreePort(t)
 	// Frequent health rounds, but a fail threshold high enough that a dead
 	// backend stays up (and keeps being picked) for the seconds this test
 	// needs, and no protection mode: connect failures show per backend and
@@ -125,7 +125,7 @@ func testMetrics(t *testing.T, eng string) {
 		"backend_cooldown_ms: 0", "protection_trigger_threshold: 1000",
 		fmt.Sprintf("metrics_address: 127.0.0.1:%d", mport),
 	}
-	cfg := baltest.Config{Port: freePort(t), Engine: eng, Backends: []string{good.Addr.String(), doomed.Addr.String()}, Runtime: health}
+	cfg := baltest.Config{Port: baltest.FreePort(t), Engine: eng, Backends: []string{good.Addr.String(), doomed.Addr.String()}, Runtime: health}
 	p, path := startShortDrain(t, cfg)
 	kg, kd := good.Addr.String(), doomed.Addr.String()
 	tcp := tcpScraper(fmt.Sprintf("127.0.0.1:%d", mport), []string{kg, kd})

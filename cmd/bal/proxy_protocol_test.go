@@ -91,7 +91,7 @@ func TestProxyProtocolBlackBox(t *testing.T) {
 
 func testProxyHeader(t *testing.T, eng, version, bind string) {
 	backend, seen := proxyBackend(t, version)
-	port := freePort(t)
+	port := baltest.FreePort(t)
 	if bind == "::1" {
 		port = freePort6(t)
 	}

@@ -64,6 +64,7 @@ func (r Runner) Command(ctx context.Context, args ...string) *exec.Cmd {
 // Run runs one bal command and waits up to timeout for it.
 func (r Runner) Run(t testing.TB, timeout time.Duration, args ...string) Result {
 	t.Helper()
+	NeedBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	c := r.Command(ctx, args...)

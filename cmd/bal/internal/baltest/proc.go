@@ -87,6 +87,7 @@ func Start(t testing.TB, cfg Config, opts ...Option) *Proc {
 // cannot express, such as hostname backends); port is the config's port.
 func StartYAML(t testing.TB, yaml string, port int, opts ...Option) *Proc {
 	t.Helper()
+	NeedBinary(t)
 	p := &Proc{T: t, Port: port, uid: -1, gid: -1, done: make(chan struct{}), notify: make(chan struct{}, 1)}
 	for _, o := range opts {
 		o(p)

@@ -35,7 +35,7 @@ const backendName = "backend.bal.test"
 func TestDNSChange(t *testing.T) {
 	eng := baltest.Engines()[0]
 	const ttl = 1
-	failFor := pick(3*time.Second, 30*time.Second)
+	failFor := baltest.Pick(3*time.Second, 30*time.Second)
 	ns := baltest.NetNS(t) // skips unless root
 	baltest.NSEtc(t, ns, map[string]string{
 		"resolv.conf":   "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",

@@ -3,12 +3,9 @@
 package health_test
 
 import (
-	"errors"
 	"fmt"
 	"net"
-	"os"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -17,7 +14,7 @@ import (
 
 func TestMain(m *testing.M) {
 	baltest.HelperMain() // backend processes are this binary too
-	baltest.Main(m)
+	baltest.MainLong(m)
 }
 
 // The defaults of the research note's §4: health interval i, fall f, rise
@@ -71,17 +68,6 @@ func override(rt []string, lines ...string) []string {
 	return out
 }
 
-// soak reports whether the long variants were asked for (without skipping).
-func soak() bool { return os.Getenv(baltest.SoakEnv) != "" }
-
-// pick returns fast or long depending on soak().
-func pick[T any](fast, long T) T {
-	if soak() {
-		return long
-	}
-	return fast
-}
-
 // backendOf returns the status entry of backend addr.
 func backendOf(t testing.TB, st map[string]any, addr string) map[string]any {
 	t.Helper()
@@ -96,17 +82,6 @@ func backendOf(t testing.TB, st map[string]any, addr string) map[string]any {
 	return nil
 }
 
-// num reads a JSON number field (0 when absent).
-func num(m map[string]any, keys ...string) float64 {
-	var v any = m
-	for _, k := range keys {
-		mm, _ := v.(map[string]any)
-		v = mm[k]
-	}
-	f, _ := v.(float64)
-	return f
-}
-
 // attempts is the number of proxy connect attempts bal made to backends:
 // successes plus failures by reason, summed over backends.
 func attempts(st map[string]any) float64 {
@@ -114,7 +89,7 @@ func attempts(st map[string]any) float64 {
 	bs, _ := st["backends"].([]any)
 	for _, b := range bs {
 		m, _ := b.(map[string]any)
-		n += num(m, "total_connections") + num(m, "counters", "timeout") + num(m, "counters", "refused") + num(m, "counters", "other")
+		n += baltest.Number(m, "total_connections") + baltest.Number(m, "counters", "timeout") + baltest.Number(m, "counters", "refused") + baltest.Number(m, "counters", "other")
 	}
 	return n
 }
@@ -242,11 +217,6 @@ func (pg *pinger) Stop() (int, []error) {
 func netDial(addr string, d time.Duration) (net.Conn, error) { return net.DialTimeout("tcp", addr, d) }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%d ms", d.Milliseconds()) }
-
-// isReset reports a connection reset by the peer.
-func isReset(err error) bool {
-	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
-}
 
 // openDuring reports whether the connection of o was open at some moment
 // of [from, to] (it may then have been on a backend killed in between).

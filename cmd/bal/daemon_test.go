@@ -50,6 +50,14 @@ func newDaemonEnv(t *testing.T, cfg baltest.Config) *daemonEnv {
 	return d
 }
 
+// in is d for subtest t: what fails in its helpers fails t, from t's own
+// goroutine.
+func (d *daemonEnv) in(t *testing.T) *daemonEnv {
+	c := *d
+	c.t = t
+	return &c
+}
+
 func (d *daemonEnv) write(content string) {
 	baltest.WriteFile(d.t, filepath.Join(d.dir, d.cfg), content)
 }
@@ -207,17 +215,36 @@ func daemonConfig(t *testing.T, backend string, runtime ...string) baltest.Confi
 }
 
 // TestDaemonLifecycle walks one daemon through start -d, status, doctor,
-// graceful, log reopening and stop.
+// graceful, log reopening and stop, one subtest per step. Every step after
+// the first needs the daemon it starts; the steps that edit the config put
+// it back even when they fail, so one failure does not cascade.
 func TestDaemonLifecycle(t *testing.T) {
 	be := enginetest.NewBackend(t, enginetest.Echo)
-	d := newDaemonEnv(t, daemonConfig(t, be.Addr.String(), "drain_timeout_ms: 5000"))
+	env := newDaemonEnv(t, daemonConfig(t, be.Addr.String(), "drain_timeout_ms: 5000"))
+	var pid int
 
-	// start -d returns only once the daemon listens: the very first
-	// connection succeeds, no retry.
-	pid := d.start()
-	holdEcho(t, d.addr()).Close()
+	if !t.Run("start -d", func(t *testing.T) {
+		d := env.in(t)
+		// start -d returns only once the daemon listens: the very first
+		// connection succeeds, no retry.
+		pid = d.start()
+		holdEcho(t, d.addr()).Close()
+	}) {
+		t.Fatal("no daemon: the other steps need it")
+	}
+
+	// keepConfig restores the config file when subtest t ends.
+	keepConfig := func(t *testing.T, d *daemonEnv) string {
+		data, err := os.ReadFile(filepath.Join(d.dir, d.cfg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { d.write(string(data)) })
+		return string(data)
+	}
 
 	t.Run("files", func(t *testing.T) {
+		d := env.in(t)
 		wantMode := map[string]fs.FileMode{"": fs.ModeDir | 0o700, sockName: fs.ModeSocket | 0o600, pidFileName: 0o644, logFileName: 0o640}
 		for name, mode := range wantMode {
 			fi, err := os.Lstat(d.path(name))
@@ -240,6 +267,7 @@ func TestDaemonLifecycle(t *testing.T) {
 	})
 
 	t.Run("second start refused", func(t *testing.T) {
+		d := env.in(t)
 		for _, args := range [][]string{{"start", "-d", "-c", d.cfg}, {"start", "-c", d.cfg}} {
 			code, _, stderr := d.bal(args...)
 			if code != 1 || !strings.Contains(stderr, "bal is already running") || !strings.Contains(stderr, strconv.Itoa(pid)) {
@@ -253,6 +281,7 @@ func TestDaemonLifecycle(t *testing.T) {
 	})
 
 	t.Run("status live values", func(t *testing.T) {
+		d := env.in(t)
 		held := holdEcho(t, d.addr())
 		holdEcho(t, d.addr()).Close()
 		// 2 earlier connections, the held one, the closed one.
@@ -303,6 +332,7 @@ func TestDaemonLifecycle(t *testing.T) {
 	})
 
 	t.Run("metrics on the control socket", func(t *testing.T) {
+		d := env.in(t)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		body, err := control.NewClient(d.path(sockName), 5*time.Second).Metrics(ctx)
@@ -312,6 +342,7 @@ func TestDaemonLifecycle(t *testing.T) {
 	})
 
 	t.Run("doctor healthy", func(t *testing.T) {
+		d := env.in(t)
 		code, stdout, _ := d.bal("doctor", "--json")
 		var doc struct {
 			Overall string        `json:"overall"`
@@ -340,8 +371,8 @@ func TestDaemonLifecycle(t *testing.T) {
 	})
 
 	t.Run("graceful", func(t *testing.T) {
-		cfg, _ := os.ReadFile(filepath.Join(d.dir, d.cfg))
-		good := string(cfg)
+		d := env.in(t)
+		good := keepConfig(t, d)
 		d.write(strings.Replace(good, "health_check_interval_ms: 100", "health_check_interval_ms: 150", 1))
 		code, stdout, stderr := d.bal("graceful")
 		if code != 0 || stdout != "reloaded: runtime.health_check_interval_ms: 100 -> 150\n" || stderr != "" {
@@ -368,10 +399,10 @@ func TestDaemonLifecycle(t *testing.T) {
 		if code != 0 || !strings.Contains(stdout, "  overall: WARN\n") || !strings.Contains(stdout, "what_happened: the last reload was rejected") {
 			t.Errorf("status after a rejected reload: exit %d\n%s", code, stdout)
 		}
-		d.write(good)
 	})
 
 	t.Run("SIGUSR1 reopens the log", func(t *testing.T) {
+		d := env.in(t)
 		if err := os.Rename(d.path(logFileName), d.path(logFileName+".1")); err != nil {
 			t.Fatal(err)
 		}
@@ -399,8 +430,8 @@ func TestDaemonLifecycle(t *testing.T) {
 	})
 
 	t.Run("log_level applies live", func(t *testing.T) {
-		cfg, _ := os.ReadFile(filepath.Join(d.dir, d.cfg))
-		good := string(cfg)
+		d := env.in(t)
+		good := keepConfig(t, d)
 		d.write(strings.Replace(good, "log_level: debug", "log_level: error", 1))
 		if code, _, stderr := d.bal("graceful"); code != 0 {
 			t.Fatalf("graceful: %s", stderr)
@@ -422,6 +453,7 @@ func TestDaemonLifecycle(t *testing.T) {
 	})
 
 	t.Run("stop", func(t *testing.T) {
+		d := env.in(t)
 		code, stdout, stderr := d.bal("stop")
 		if code != 0 || !strings.HasPrefix(stdout, fmt.Sprintf("bal stop: stopped (PID %d)", pid)) {
 			t.Fatalf("stop: exit %d, stdout %q, stderr %q", code, stdout, stderr)

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"sync"
@@ -188,7 +186,7 @@ func sourceMap(t *testing.T, addr string, n int) []string {
 	for range 8 {
 		wg.Go(func() {
 			for i := range next {
-				out[i], errs[i] = answerFrom(clientAddr(i), addr)
+				out[i], errs[i] = baltest.WhoFrom(clientAddr(i), addr)
 			}
 		})
 	}
@@ -203,19 +201,4 @@ func sourceMap(t *testing.T, addr string, n int) []string {
 		}
 	}
 	return out
-}
-
-func answerFrom(src netip.Addr, addr string) (string, error) {
-	d := net.Dialer{Timeout: 2 * time.Second, LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0))}
-	c, err := d.Dial("tcp", addr)
-	if err != nil {
-		return "", err
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
-	b, err := io.ReadAll(c)
-	if err == nil && len(b) == 0 {
-		err = fmt.Errorf("no answer")
-	}
-	return string(b), err
 }

@@ -83,15 +83,23 @@ func nameThenHold(name string) func(c *net.TCPConn) {
 	}
 }
 
+// dialHeld connects to addr (through bal); the connection is closed when
+// the test ends.
+func dialHeld(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		t.Fatalf("connect to bal: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 // holdOpen connects through bal to a holding backend and returns the open
 // connection and the name of the backend it reached.
 func holdOpen(t *testing.T, addr string) (net.Conn, string) {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
+	c := dialHeld(t, addr)
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	buf := make([]byte, 1)
 	if _, err := io.ReadFull(c, buf); err != nil {

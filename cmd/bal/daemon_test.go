@@ -173,11 +173,7 @@ var specStatusFields = []string{"running", "pid", "config_path", "bind_address",
 // backend; the connection stays open until the test ends.
 func holdEcho(t *testing.T, addr string) net.Conn {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
-	if err != nil {
-		t.Fatalf("connect to bal: %v", err)
-	}
-	t.Cleanup(func() { c.Close() })
+	c := dialHeld(t, addr)
 	echo(t, c, "ping")
 	return c
 }
@@ -200,17 +196,7 @@ func (d *daemonEnv) waitStatus(what string, ok func(statusWire) bool) (map[strin
 // connection limit every engine's descriptors fit in; runtime lines (as
 // "key: value") add to or override those.
 func daemonConfig(t *testing.T, backend string, runtime ...string) baltest.Config {
-	lines := runtime
-	for _, def := range []string{"health_check_interval_ms: 100", "max_concurrent_connections: 1000"} {
-		key, _, _ := strings.Cut(def, ":")
-		overridden := false
-		for _, l := range runtime {
-			overridden = overridden || strings.HasPrefix(l, key+":")
-		}
-		if !overridden {
-			lines = append(lines, def)
-		}
-	}
+	lines := baltest.Override([]string{"health_check_interval_ms: 100", "max_concurrent_connections: 1000"}, runtime...)
 	return baltest.Config{Port: baltest.FreePort(t), Engine: baltest.Engines()[0], Backends: []string{backend}, Runtime: lines}
 }
 
@@ -680,14 +666,7 @@ func TestStopDuringTransfer(t *testing.T) {
 		cmd.Env = append(os.Environ(), "BAL_HOME="+d.home)
 		var out, errb bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &errb
-		err := cmd.Run()
-		code := 0
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			code = ee.ExitCode()
-		} else if err != nil {
-			code = -1
-		}
+		code, _ := baltest.ExitCode(cmd.Run()) // -1: it did not run
 		stopped <- result{code, out.String(), errb.String()}
 	}()
 

@@ -227,16 +227,6 @@ func testMetrics(t *testing.T, eng string) {
 
 const bulkSize = 256 << 10
 
-func dialHeld(t *testing.T, addr string) net.Conn {
-	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
 // echoBulk sends n bytes through an echo and reads them back concurrently.
 func echoBulk(t *testing.T, c net.Conn, n int) {
 	t.Helper()

@@ -355,13 +355,8 @@ func (p *Proc) Run(args ...string) (code int, stdout, stderr string) {
 	c := p.command(args...)
 	var out, errb bytes.Buffer
 	c.Stdout, c.Stderr = &out, &errb
-	err := c.Run()
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &ee):
-		code = ee.ExitCode()
-	default:
+	code, err := ExitCode(c.Run())
+	if err != nil {
 		p.T.Fatalf("bal %v: %v", args, err)
 	}
 	return code, out.String(), errb.String()

@@ -5,7 +5,6 @@ package health_test
 import (
 	"fmt"
 	"net"
-	"strings"
 	"testing"
 	"time"
 
@@ -48,24 +47,6 @@ func defaultRuntime(extra ...string) []string {
 		"drain_timeout_ms: 1000",
 	}
 	return append(rt, extra...)
-}
-
-// override replaces "key: value" lines of rt whose key appears in lines.
-func override(rt []string, lines ...string) []string {
-	out := append([]string(nil), rt...)
-	for _, l := range lines {
-		k, _, _ := strings.Cut(l, ":")
-		found := false
-		for i, o := range out {
-			if ok, _, _ := strings.Cut(o, ":"); ok == k {
-				out[i], found = l, true
-			}
-		}
-		if !found {
-			out = append(out, l)
-		}
-	}
-	return out
 }
 
 // backendOf returns the status entry of backend addr.

@@ -1,38 +1,28 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/bal-lb/bal/cmd/bal/internal/baltest"
 	"github.com/bal-lb/bal/engine/config"
 )
 
 // runBal runs the real binary with BAL_HOME (and HOME) set to home, in dir.
+// A command still running after a minute fails the test.
 func runBal(t *testing.T, dir, home string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
-	cmd := exec.Command(balBin, args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "BAL_HOME="+home, "HOME="+home)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &ee):
-		code = ee.ExitCode()
-	default:
-		t.Fatalf("running bal: %v", err)
+	r := baltest.Runner{Home: home, UID: -1, GID: -1, Dir: dir}.Run(t, time.Minute, args...)
+	if r.TimedOut {
+		t.Fatalf("bal %v still running after a minute:\n%s%s", args, r.Stdout, r.Stderr)
 	}
-	return code, out.String(), errb.String()
+	return r.Code, r.Stdout, r.Stderr
 }
 
 // checkJSON is the part of bal check --json the black-box tests read.
@@ -193,7 +183,7 @@ func TestBlackBoxCLI(t *testing.T) {
 		stdout string
 		stderr string
 	}{
-		{[]string{"--version"}, 0, fmt.Sprintf("bal %s (%s, %s/%s)\n", testVersion, runtime.Version(), runtime.GOOS, runtime.GOARCH), ""},
+		{[]string{"--version"}, 0, fmt.Sprintf("bal %s (%s, %s/%s)\n", baltest.Version, runtime.Version(), runtime.GOOS, runtime.GOARCH), ""},
 		{nil, 2, "", "bal: missing command (see 'bal --help')\n"},
 		{[]string{"check", "--frobnicate"}, 2, "", "bal check: unknown flag: --frobnicate (see 'bal check --help')\n"},
 		{[]string{"status", "--help"}, 0, "Usage: bal status [-c FILE] [--brief] [--json] [--verbose]\n", ""},

@@ -25,7 +25,7 @@ import (
 	"github.com/bal-lb/bal/engine/pidfile"
 )
 
-// Black-box tests of issue 6: bal as a service — start -d, the control
+// Black-box tests of bal as a service — start -d, the control
 // socket, status, doctor, graceful, stop, the log file, sd_notify.
 
 // daemonEnv is one test's bal home and config directory.
@@ -42,11 +42,20 @@ type daemonEnv struct {
 // outlives the test even when it fails half-way.
 func newDaemonEnv(t *testing.T, cfg baltest.Config) *daemonEnv {
 	t.Helper()
+	baltest.NeedBinary(t) // every daemon test runs the real binary
 	d := &daemonEnv{t: t, dir: t.TempDir(), cfg: "config.yaml", port: cfg.Port}
 	d.home = filepath.Join(t.TempDir(), "home")
 	d.write(cfg.String())
 	t.Cleanup(d.kill)
 	return d
+}
+
+// in is d for subtest t: what fails in its helpers fails t, from t's own
+// goroutine.
+func (d *daemonEnv) in(t *testing.T) *daemonEnv {
+	c := *d
+	c.t = t
+	return &c
 }
 
 func (d *daemonEnv) write(content string) {
@@ -164,11 +173,7 @@ var specStatusFields = []string{"running", "pid", "config_path", "bind_address",
 // backend; the connection stays open until the test ends.
 func holdEcho(t *testing.T, addr string) net.Conn {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
-	if err != nil {
-		t.Fatalf("connect to bal: %v", err)
-	}
-	t.Cleanup(func() { c.Close() })
+	c := dialHeld(t, addr)
 	echo(t, c, "ping")
 	return c
 }
@@ -191,32 +196,41 @@ func (d *daemonEnv) waitStatus(what string, ok func(statusWire) bool) (map[strin
 // connection limit every engine's descriptors fit in; runtime lines (as
 // "key: value") add to or override those.
 func daemonConfig(t *testing.T, backend string, runtime ...string) baltest.Config {
-	lines := runtime
-	for _, def := range []string{"health_check_interval_ms: 100", "max_concurrent_connections: 1000"} {
-		key, _, _ := strings.Cut(def, ":")
-		overridden := false
-		for _, l := range runtime {
-			overridden = overridden || strings.HasPrefix(l, key+":")
-		}
-		if !overridden {
-			lines = append(lines, def)
-		}
-	}
-	return baltest.Config{Port: freePort(t), Engine: baltest.Engines()[0], Backends: []string{backend}, Runtime: lines}
+	lines := baltest.Override([]string{"health_check_interval_ms: 100", "max_concurrent_connections: 1000"}, runtime...)
+	return baltest.Config{Port: baltest.FreePort(t), Engine: baltest.Engines()[0], Backends: []string{backend}, Runtime: lines}
 }
 
 // TestDaemonLifecycle walks one daemon through start -d, status, doctor,
-// graceful, log reopening and stop.
+// graceful, log reopening and stop, one subtest per step. Every step after
+// the first needs the daemon it starts; the steps that edit the config put
+// it back even when they fail, so one failure does not cascade.
 func TestDaemonLifecycle(t *testing.T) {
 	be := enginetest.NewBackend(t, enginetest.Echo)
-	d := newDaemonEnv(t, daemonConfig(t, be.Addr.String(), "drain_timeout_ms: 5000"))
+	env := newDaemonEnv(t, daemonConfig(t, be.Addr.String(), "drain_timeout_ms: 5000"))
+	var pid int
 
-	// start -d returns only once the daemon listens: the very first
-	// connection succeeds, no retry.
-	pid := d.start()
-	holdEcho(t, d.addr()).Close()
+	if !t.Run("start -d", func(t *testing.T) {
+		d := env.in(t)
+		// start -d returns only once the daemon listens: the very first
+		// connection succeeds, no retry.
+		pid = d.start()
+		holdEcho(t, d.addr()).Close()
+	}) {
+		t.Fatal("no daemon: the other steps need it")
+	}
+
+	// keepConfig restores the config file when subtest t ends.
+	keepConfig := func(t *testing.T, d *daemonEnv) string {
+		data, err := os.ReadFile(filepath.Join(d.dir, d.cfg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { d.write(string(data)) })
+		return string(data)
+	}
 
 	t.Run("files", func(t *testing.T) {
+		d := env.in(t)
 		wantMode := map[string]fs.FileMode{"": fs.ModeDir | 0o700, sockName: fs.ModeSocket | 0o600, pidFileName: 0o644, logFileName: 0o640}
 		for name, mode := range wantMode {
 			fi, err := os.Lstat(d.path(name))
@@ -239,6 +253,7 @@ func TestDaemonLifecycle(t *testing.T) {
 	})
 
 	t.Run("second start refused", func(t *testing.T) {
+		d := env.in(t)
 		for _, args := range [][]string{{"start", "-d", "-c", d.cfg}, {"start", "-c", d.cfg}} {
 			code, _, stderr := d.bal(args...)
 			if code != 1 || !strings.Contains(stderr, "bal is already running") || !strings.Contains(stderr, strconv.Itoa(pid)) {
@@ -252,6 +267,7 @@ func TestDaemonLifecycle(t *testing.T) {
 	})
 
 	t.Run("status live values", func(t *testing.T) {
+		d := env.in(t)
 		held := holdEcho(t, d.addr())
 		holdEcho(t, d.addr()).Close()
 		// 2 earlier connections, the held one, the closed one.
@@ -302,6 +318,7 @@ func TestDaemonLifecycle(t *testing.T) {
 	})
 
 	t.Run("metrics on the control socket", func(t *testing.T) {
+		d := env.in(t)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		body, err := control.NewClient(d.path(sockName), 5*time.Second).Metrics(ctx)
@@ -311,6 +328,7 @@ func TestDaemonLifecycle(t *testing.T) {
 	})
 
 	t.Run("doctor healthy", func(t *testing.T) {
+		d := env.in(t)
 		code, stdout, _ := d.bal("doctor", "--json")
 		var doc struct {
 			Overall string        `json:"overall"`
@@ -339,8 +357,8 @@ func TestDaemonLifecycle(t *testing.T) {
 	})
 
 	t.Run("graceful", func(t *testing.T) {
-		cfg, _ := os.ReadFile(filepath.Join(d.dir, d.cfg))
-		good := string(cfg)
+		d := env.in(t)
+		good := keepConfig(t, d)
 		d.write(strings.Replace(good, "health_check_interval_ms: 100", "health_check_interval_ms: 150", 1))
 		code, stdout, stderr := d.bal("graceful")
 		if code != 0 || stdout != "reloaded: runtime.health_check_interval_ms: 100 -> 150\n" || stderr != "" {
@@ -367,10 +385,10 @@ func TestDaemonLifecycle(t *testing.T) {
 		if code != 0 || !strings.Contains(stdout, "  overall: WARN\n") || !strings.Contains(stdout, "what_happened: the last reload was rejected") {
 			t.Errorf("status after a rejected reload: exit %d\n%s", code, stdout)
 		}
-		d.write(good)
 	})
 
 	t.Run("SIGUSR1 reopens the log", func(t *testing.T) {
+		d := env.in(t)
 		if err := os.Rename(d.path(logFileName), d.path(logFileName+".1")); err != nil {
 			t.Fatal(err)
 		}
@@ -398,8 +416,8 @@ func TestDaemonLifecycle(t *testing.T) {
 	})
 
 	t.Run("log_level applies live", func(t *testing.T) {
-		cfg, _ := os.ReadFile(filepath.Join(d.dir, d.cfg))
-		good := string(cfg)
+		d := env.in(t)
+		good := keepConfig(t, d)
 		d.write(strings.Replace(good, "log_level: debug", "log_level: error", 1))
 		if code, _, stderr := d.bal("graceful"); code != 0 {
 			t.Fatalf("graceful: %s", stderr)
@@ -421,6 +439,7 @@ func TestDaemonLifecycle(t *testing.T) {
 	})
 
 	t.Run("stop", func(t *testing.T) {
+		d := env.in(t)
 		code, stdout, stderr := d.bal("stop")
 		if code != 0 || !strings.HasPrefix(stdout, fmt.Sprintf("bal stop: stopped (PID %d)", pid)) {
 			t.Fatalf("stop: exit %d, stdout %q, stderr %q", code, stdout, stderr)
@@ -624,6 +643,7 @@ func TestStopDuringTransfer(t *testing.T) {
 	})
 	d := newDaemonEnv(t, daemonConfig(t, be.Addr.String(), "drain_timeout_ms: 20000"))
 	pid := d.start()
+	bin := baltest.NeedBinary(t)
 
 	c, err := net.DialTimeout("tcp", d.addr(), 2*time.Second)
 	if err != nil {
@@ -642,18 +662,11 @@ func TestStopDuringTransfer(t *testing.T) {
 	}
 	stopped := make(chan result, 1)
 	go func() {
-		cmd := exec.Command(balBin, "stop")
+		cmd := exec.Command(bin, "stop")
 		cmd.Env = append(os.Environ(), "BAL_HOME="+d.home)
 		var out, errb bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &errb
-		err := cmd.Run()
-		code := 0
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			code = ee.ExitCode()
-		} else if err != nil {
-			code = -1
-		}
+		code, _ := baltest.ExitCode(cmd.Run()) // -1: it did not run
 		stopped <- result{code, out.String(), errb.String()}
 	}()
 

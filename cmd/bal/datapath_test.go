@@ -15,7 +15,7 @@ import (
 	"github.com/bal-lb/bal/engine/enginetest"
 )
 
-// Black-box tests of issue 3: the real binary on loopback with real backends.
+// Black-box tests of the data path: the real binary on loopback with real backends.
 
 // named starts a backend that writes its name on every connection and closes.
 func named(t *testing.T, name string) *enginetest.Backend {
@@ -57,7 +57,7 @@ func distribution(t *testing.T, addr string, n int) map[string]int {
 
 func testRoundRobin(t *testing.T, eng string) {
 	a, b := named(t, "a"), named(t, "b")
-	p, _ := runInstance(t, baltest.Config{Port: freePort(t), Engine: eng, Backends: []string{a.Addr.String(), b.Addr.String()}})
+	p, _ := runInstance(t, baltest.Config{Port: baltest.FreePort(t), Engine: eng, Backends: []string{a.Addr.String(), b.Addr.String()}})
 	if got := distribution(t, p.Addr(), 10); got["a"] != 5 || got["b"] != 5 {
 		t.Fatalf("10 connections went %v, want 5/5", got)
 	}
@@ -65,7 +65,7 @@ func testRoundRobin(t *testing.T, eng string) {
 
 func testWeights(t *testing.T, eng string) {
 	a, b := named(t, "a"), named(t, "b")
-	p, _ := runInstance(t, baltest.Config{Port: freePort(t), Engine: eng, Backends: []string{a.Addr.String() + " 3", b.Addr.String() + " 1"}})
+	p, _ := runInstance(t, baltest.Config{Port: baltest.FreePort(t), Engine: eng, Backends: []string{a.Addr.String() + " 3", b.Addr.String() + " 1"}})
 	if got := distribution(t, p.Addr(), 40); got["a"] != 30 || got["b"] != 10 {
 		t.Fatalf("40 connections went %v, want 30/10 (weights 3:1)", got)
 	}
@@ -74,14 +74,14 @@ func testWeights(t *testing.T, eng string) {
 func testOneDown(t *testing.T, eng string) {
 	a := named(t, "a")
 	dead := enginetest.DeadAddr(t)
-	p, _ := runInstance(t, baltest.Config{Port: freePort(t), Engine: eng, Backends: []string{a.Addr.String(), dead.String()}})
+	p, _ := runInstance(t, baltest.Config{Port: baltest.FreePort(t), Engine: eng, Backends: []string{a.Addr.String(), dead.String()}})
 	if got := distribution(t, p.Addr(), 20); got["a"] != 20 {
 		t.Fatalf("with one backend's port closed: %v, want every connection served by a", got)
 	}
 }
 
 func testAllBackendsDown(t *testing.T, eng string) {
-	p, _ := runInstance(t, baltest.Config{Port: freePort(t), Engine: eng, Backends: []string{enginetest.DeadAddr(t).String(), enginetest.DeadAddr(t).String()}})
+	p, _ := runInstance(t, baltest.Config{Port: baltest.FreePort(t), Engine: eng, Backends: []string{enginetest.DeadAddr(t).String(), enginetest.DeadAddr(t).String()}})
 	for i := range 3 {
 		c, err := net.DialTimeout("tcp", p.Addr(), 2*time.Second)
 		if err != nil {
@@ -116,7 +116,7 @@ func testTermDuringTransfer(t *testing.T, eng string) {
 			time.Sleep(40 * time.Millisecond) // about 1.3 s in all
 		}
 	})
-	p, _ := runInstance(t, baltest.Config{Port: freePort(t), Engine: eng, Backends: []string{slow.Addr.String()}})
+	p, _ := runInstance(t, baltest.Config{Port: baltest.FreePort(t), Engine: eng, Backends: []string{slow.Addr.String()}})
 	if pid, err := os.ReadFile(filepath.Join(p.Home, pidFileName)); err != nil || string(bytes.TrimSpace(pid)) != strconv.Itoa(p.PID()) {
 		t.Fatalf("pid file %q, %v; want %d", pid, err, p.PID())
 	}

@@ -14,7 +14,7 @@ import (
 	"github.com/bal-lb/bal/engine/enginetest"
 )
 
-// Black-box tests of issue 4: health checks, protection mode and reloads
+// Black-box tests of health checks, protection mode and reloads
 // with the real binary.
 
 // outcome is one client connection of a load loop.
@@ -75,7 +75,7 @@ func TestHealthBlackBox(t *testing.T) {
 
 func testKilledUnderLoad(t *testing.T, eng string) {
 	a, b := baltest.NewBackend(t, baltest.Name("a")), baltest.NewBackend(t, baltest.Name("b"))
-	p, _ := runInstance(t, baltest.Config{Port: freePort(t), Engine: eng, Backends: []string{a.Addr(), b.Addr()}, Runtime: healthRuntime()})
+	p, _ := runInstance(t, baltest.Config{Port: baltest.FreePort(t), Engine: eng, Backends: []string{a.Addr(), b.Addr()}, Runtime: healthRuntime()})
 	stop := make(chan struct{})
 	results := loadLoop(p.Addr(), stop)
 	time.Sleep(500 * time.Millisecond)
@@ -140,7 +140,7 @@ func testDeadAtStartup(t *testing.T, eng string) {
 	a := baltest.NewBackend(t, baltest.Name("a"))
 	dead := enginetest.DeadAddr(t).String()
 	rt := append(healthRuntime()[1:], "health_check_interval_ms: 500")
-	p, _ := runInstance(t, baltest.Config{Port: freePort(t), Engine: eng, Backends: []string{a.Addr(), dead}, Runtime: rt})
+	p, _ := runInstance(t, baltest.Config{Port: baltest.FreePort(t), Engine: eng, Backends: []string{a.Addr(), dead}, Runtime: rt})
 	started := p.WaitLog(0, "bal started", nil, time.Second)
 	down := p.WaitLog(0, "backend down", map[string]string{"backend": dead}, 2*time.Second)
 	if el := down.Time.Sub(started.Time); el > 500*time.Millisecond {
@@ -166,7 +166,7 @@ func protectionRuntime() []string {
 func testProtectionStorm(t *testing.T, eng string) {
 	a := baltest.NewBackend(t, baltest.Name("a"))
 	d := baltest.NewBackend(t, baltest.Name("d"))
-	p, _ := runInstance(t, baltest.Config{Port: freePort(t), Engine: eng, Backends: []string{a.Addr(), d.Addr()}, Runtime: protectionRuntime()})
+	p, _ := runInstance(t, baltest.Config{Port: baltest.FreePort(t), Engine: eng, Backends: []string{a.Addr(), d.Addr()}, Runtime: protectionRuntime()})
 	// d passes the first health round, then dies; with a huge fail
 	// threshold and a 60 s interval bal keeps trying it, and every try is
 	// refused.
@@ -191,7 +191,7 @@ func testProtectionStorm(t *testing.T, eng string) {
 func testProtectionAllDown(t *testing.T, eng string) {
 	a := baltest.NewBackend(t, baltest.Name("a"))
 	a.Kill()
-	p, _ := runInstance(t, baltest.Config{Port: freePort(t), Engine: eng, Backends: []string{a.Addr(), enginetest.DeadAddr(t).String()}, Runtime: protectionRuntime()})
+	p, _ := runInstance(t, baltest.Config{Port: baltest.FreePort(t), Engine: eng, Backends: []string{a.Addr(), enginetest.DeadAddr(t).String()}, Runtime: protectionRuntime()})
 	if _, err := baltest.Who(p.Addr()); err == nil {
 		t.Fatal("a connection succeeded with every backend down")
 	}
@@ -212,7 +212,7 @@ func TestReloadBlackBox(t *testing.T) {
 
 func testReloadsUnderLoad(t *testing.T, eng string) {
 	e1, e2 := enginetest.NewBackend(t, enginetest.Echo), enginetest.NewBackend(t, enginetest.Echo)
-	port := freePort(t)
+	port := baltest.FreePort(t)
 	cfgs := []baltest.Config{
 		{Port: port, Engine: eng, Backends: []string{e1.Addr.String(), e2.Addr.String()}},
 		{Port: port, Engine: eng, Backends: []string{e2.Addr.String() + " 3", e1.Addr.String()}, Method: "least_connections"},
@@ -277,7 +277,7 @@ func echo(t *testing.T, c net.Conn, msg string) {
 
 func testInvalidReload(t *testing.T, eng string) {
 	a, b := named(t, "a"), named(t, "b")
-	p, path := runInstance(t, baltest.Config{Port: freePort(t), Engine: eng, Backends: []string{a.Addr.String(), b.Addr.String()}})
+	p, path := runInstance(t, baltest.Config{Port: baltest.FreePort(t), Engine: eng, Backends: []string{a.Addr.String(), b.Addr.String()}})
 	baltest.WriteFile(t, path, "port: 9295\nbackends:\n  - host: 127.0.0.1\n    port: 9000\n    wieght: 2\n")
 	e := p.Reload(nil)
 	if e.Msg != "reload rejected; the previous configuration keeps serving" {
@@ -293,7 +293,7 @@ func testInvalidReload(t *testing.T, eng string) {
 
 func testPortChange(t *testing.T, eng string) {
 	e := enginetest.NewBackend(t, enginetest.Echo)
-	p1, p2 := freePort(t), freePort(t)
+	p1, p2 := baltest.FreePort(t), baltest.FreePort(t)
 	p, path := runInstance(t, baltest.Config{Port: p1, Engine: eng, Backends: []string{e.Addr.String()}})
 	held, err := net.DialTimeout("tcp", p.Addr(), 2*time.Second)
 	if err != nil {

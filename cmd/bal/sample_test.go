@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/bal-lb/bal/cmd/bal/internal/baltest"
 )
 
 // nodePath returns node, or skips the test with a clear message.
@@ -36,16 +38,6 @@ func sampleDir(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return d
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // lines collects a process's output lines and lets a test wait for one.
@@ -88,7 +80,7 @@ func (l *lines) waitFor(t *testing.T, sub string) string {
 // and exits 0 on SIGTERM.
 func TestSampleBackend(t *testing.T) {
 	node := nodePath(t)
-	port := freePort(t)
+	port := baltest.FreePort(t)
 	cmd := exec.Command(node, filepath.Join(sampleDir(t), "backend.js"), strconv.Itoa(port))
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -183,7 +175,7 @@ func TestSampleRunScript(t *testing.T) {
 		}
 		return string(out)
 	}
-	p1, p2 := freePort(t), freePort(t)
+	p1, p2 := baltest.FreePort(t), baltest.FreePort(t)
 	pids := map[int]int{}
 	t.Cleanup(func() { // whatever happened, end the backends still running
 		for _, pid := range pids {

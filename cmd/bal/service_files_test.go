@@ -68,7 +68,7 @@ func TestSystemdUnit(t *testing.T) {
 	}
 	// Verify a copy whose commands point at the binary under test.
 	unit := filepath.Join(t.TempDir(), "bal.service")
-	baltest.WriteFile(t, unit, strings.ReplaceAll(string(data), "/usr/local/bin/bal", balBin))
+	baltest.WriteFile(t, unit, strings.ReplaceAll(string(data), "/usr/local/bin/bal", baltest.NeedBinary(t)))
 	out, err := exec.Command(analyze, "verify", unit).CombinedOutput()
 	if err != nil || len(strings.TrimSpace(string(out))) > 0 {
 		t.Errorf("systemd-analyze verify: %v\n%s", err, out)

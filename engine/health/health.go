@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/bal-lb/bal/engine"
+	"github.com/bal-lb/bal/engine/config"
 	"github.com/bal-lb/bal/engine/pool"
 )
 
@@ -49,6 +50,17 @@ type Options struct {
 
 // ErrNoAddress: a hostname resolved to no address.
 var ErrNoAddress = errors.New("no address")
+
+// ResolveError is a check that failed before any connect: the backend's
+// hostname did not resolve (Err is the resolver's error, or ErrNoAddress).
+type ResolveError struct {
+	Host string
+	Err  error
+}
+
+func (e *ResolveError) Error() string { return "resolve " + e.Host + ": " + e.Err.Error() }
+
+func (e *ResolveError) Unwrap() error { return e.Err }
 
 // minInterval keeps a nonsensical interval from spinning.
 const minInterval = 10 * time.Millisecond
@@ -199,6 +211,23 @@ func (c *Checker) Check(ctx context.Context, b *pool.Backend, timeout time.Durat
 	return errors.Join(errs...)
 }
 
+// Probe checks each of backends once, all in parallel, the way a round
+// checks one (Check: resolve a hostname, then connect to its addresses in
+// order, all within timeout), and returns each one's outcome in order: nil
+// when a connect succeeded, a *ResolveError when the hostname did not
+// resolve, else the connect errors. It keeps no state: bal doctor probes a
+// config's backends with it when no bal runs.
+func Probe(ctx context.Context, backends []config.Backend, timeout time.Duration, o Options) []error {
+	c := New(nil, o)
+	errs := make([]error, len(backends))
+	var wg sync.WaitGroup
+	for i, b := range backends {
+		wg.Go(func() { errs[i] = c.Check(ctx, pool.NewBackend(b), timeout) })
+	}
+	wg.Wait()
+	return errs
+}
+
 // partial gives one of n remaining addresses its share of ctx's remaining
 // time, as net.Dialer does, so a black-holed first address does not use up
 // the whole timeout.
@@ -240,7 +269,7 @@ func (c *Checker) Resolve(ctx context.Context) error {
 func (c *Checker) resolve(ctx context.Context, b *pool.Backend) ([]netip.AddrPort, error) {
 	ips, err := c.resolver.LookupNetIP(ctx, "ip", b.Host())
 	if err != nil {
-		return nil, fmt.Errorf("resolve %s: %w", b.Host(), err)
+		return nil, &ResolveError{Host: b.Host(), Err: err}
 	}
 	addrs := make([]netip.AddrPort, 0, len(ips))
 	for _, ip := range ips {
@@ -249,7 +278,7 @@ func (c *Checker) resolve(ctx context.Context, b *pool.Backend) ([]netip.AddrPor
 		}
 	}
 	if len(addrs) == 0 {
-		return nil, fmt.Errorf("resolve %s: %w", b.Host(), ErrNoAddress)
+		return nil, &ResolveError{Host: b.Host(), Err: ErrNoAddress}
 	}
 	if old := b.Addrs(); !slices.Equal(old, addrs) {
 		b.SetAddrs(addrs)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -320,6 +321,67 @@ func TestAllAddressesFail(t *testing.T) {
 	var oe *net.OpError
 	if !errors.As(err, &oe) {
 		t.Fatalf("error %v does not carry the dial errors", err)
+	}
+}
+
+// hosts is an injected DNS that knows a fixed set of names.
+type hosts map[string][]netip.Addr
+
+func (h hosts) LookupNetIP(_ context.Context, _, host string) ([]netip.Addr, error) {
+	if a, ok := h[host]; ok {
+		return a, nil
+	}
+	return nil, errNXDomain
+}
+
+// TestProbe: one outcome per backend, in order, told apart as a doctor
+// needs it: reachable, refused, unresolved, resolved to nothing.
+func TestProbe(t *testing.T) {
+	up := portOf(listen(t, "127.0.0.1:0"))
+	dead := listen(t, "127.0.0.1:0")
+	dead.Close()
+	res := hosts{"app.test": {netip.MustParseAddr("127.0.0.1")}, "empty.test": {}}
+	backends := []config.Backend{
+		{Host: "127.0.0.1", Port: up, Weight: 1},
+		{Host: "127.0.0.1", Port: portOf(dead), Weight: 1},
+		{Host: "app.test", Port: up, Weight: 1},
+		{Host: "gone.test", Port: up, Weight: 1},
+		{Host: "empty.test", Port: up, Weight: 1},
+	}
+	errs := Probe(t.Context(), backends, time.Second, Options{Resolver: res})
+	if len(errs) != len(backends) {
+		t.Fatalf("%d outcomes for %d backends", len(errs), len(backends))
+	}
+	var re *ResolveError
+	tests := []struct {
+		name     string
+		err      error
+		ok       bool
+		resolve  bool
+		wraps    error
+		contains string
+	}{
+		{"IP literal, listening", errs[0], true, false, nil, ""},
+		{"IP literal, refused", errs[1], false, false, syscall.ECONNREFUSED, "connection refused"},
+		{"hostname, listening", errs[2], true, false, nil, ""},
+		{"hostname that does not resolve", errs[3], false, true, errNXDomain, "resolve gone.test: no such host"},
+		{"hostname without addresses", errs[4], false, true, ErrNoAddress, "resolve empty.test: no address"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if (tt.err == nil) != tt.ok {
+				t.Fatalf("error %v, want ok=%v", tt.err, tt.ok)
+			}
+			if tt.ok {
+				return
+			}
+			if errors.As(tt.err, &re) != tt.resolve {
+				t.Errorf("error %v: a *ResolveError is %v, want %v", tt.err, !tt.resolve, tt.resolve)
+			}
+			if !errors.Is(tt.err, tt.wraps) || !strings.Contains(tt.err.Error(), tt.contains) {
+				t.Errorf("error %q does not wrap %v or lacks %q", tt.err, tt.wraps, tt.contains)
+			}
+		})
 	}
 }
 

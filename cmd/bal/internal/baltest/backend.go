@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"sync"
 	"testing"
 	"time"
@@ -110,8 +111,16 @@ func Name(name string) func(*net.TCPConn) {
 func Echo(c *net.TCPConn) { _, _ = io.Copy(c, c) }
 
 // Who connects to addr and returns what the backend wrote before closing.
-func Who(addr string) (string, error) {
-	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+func Who(addr string) (string, error) { return WhoFrom(netip.Addr{}, addr) }
+
+// WhoFrom is Who from the source address src (the zero Addr: any), e.g. one
+// of many loopback addresses for source_hash.
+func WhoFrom(src netip.Addr, addr string) (string, error) {
+	d := net.Dialer{Timeout: 2 * time.Second}
+	if src.IsValid() {
+		d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0))
+	}
+	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		return "", err
 	}

@@ -2,6 +2,7 @@ package baltest
 
 import (
 	"os"
+	"slices"
 	"testing"
 	"time"
 )
@@ -64,5 +65,29 @@ func TestAsUser(t *testing.T) {
 	}
 	if code := p.Stop(5 * time.Second); code != 0 {
 		t.Fatalf("exit %d", code)
+	}
+}
+
+func TestOverride(t *testing.T) {
+	rt := []string{"health_check_interval_ms: 100", "max_concurrent_connections: 1000"}
+	tests := []struct {
+		name  string
+		lines []string
+		want  []string
+	}{
+		{"nothing", nil, rt},
+		{"replaced in place", []string{"max_concurrent_connections: 5"}, []string{"health_check_interval_ms: 100", "max_concurrent_connections: 5"}},
+		{"added at the end", []string{"drain_timeout_ms: 1000"}, []string{"health_check_interval_ms: 100", "max_concurrent_connections: 1000", "drain_timeout_ms: 1000"}},
+		{"a key is not a prefix", []string{"health_check_interval: 7"}, []string{"health_check_interval_ms: 100", "max_concurrent_connections: 1000", "health_check_interval: 7"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := Override(rt, tt.lines...); !slices.Equal(got, tt.want) {
+				t.Errorf("Override = %q, want %q", got, tt.want)
+			}
+		})
+	}
+	if rt[1] != "max_concurrent_connections: 1000" {
+		t.Errorf("Override changed its input: %q", rt)
 	}
 }

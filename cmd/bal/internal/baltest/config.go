@@ -54,6 +54,26 @@ func (c Config) String() string {
 	return b.String()
 }
 
+// Override returns the runtime lines rt ("key: value") with every line of
+// lines put in: in place of rt's line with the same key, else at the end.
+// rt is not changed.
+func Override(rt []string, lines ...string) []string {
+	out := append([]string(nil), rt...)
+	for _, l := range lines {
+		k, _, _ := strings.Cut(l, ":")
+		found := false
+		for i, o := range out {
+			if ok, _, _ := strings.Cut(o, ":"); ok == k {
+				out[i], found = l, true
+			}
+		}
+		if !found {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
 // FreePort returns a loopback port nobody listens on right now.
 func FreePort(t testing.TB) int {
 	t.Helper()

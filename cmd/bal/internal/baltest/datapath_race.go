@@ -22,6 +22,7 @@ var (
 // "WARNING: DATA RACE", and with RaceEnv it exits 66 if it saw any.
 func RaceBinary(t testing.TB) string {
 	t.Helper()
+	NeedBinary(t)
 	raceOnce.Do(func() {
 		_, file, _, _ := runtime.Caller(0)
 		out := filepath.Join(filepath.Dir(Bin), "bal-race")

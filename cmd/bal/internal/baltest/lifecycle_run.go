@@ -19,6 +19,7 @@ type Runner struct {
 	UID, GID int      // -1: the test's own user
 	NetNS    string   // "": the test's namespace
 	Env      []string // extra "K=V"
+	Dir      string   // working directory ("": the test's), for relative -c paths
 }
 
 // Result is one finished command.
@@ -57,6 +58,7 @@ func (r Runner) Command(ctx context.Context, args ...string) *exec.Cmd {
 	if r.UID >= 0 {
 		c.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(r.UID), Gid: uint32(r.GID)}}
 	}
+	c.Dir = r.Dir
 	c.WaitDelay = time.Second
 	return c
 }
@@ -64,6 +66,7 @@ func (r Runner) Command(ctx context.Context, args ...string) *exec.Cmd {
 // Run runs one bal command and waits up to timeout for it.
 func (r Runner) Run(t testing.TB, timeout time.Duration, args ...string) Result {
 	t.Helper()
+	NeedBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	c := r.Command(ctx, args...)
@@ -72,15 +75,27 @@ func (r Runner) Run(t testing.TB, timeout time.Duration, args ...string) Result 
 	start := time.Now()
 	err := c.Run()
 	res := Result{Stdout: out.String(), Stderr: errb.String(), Took: time.Since(start)}
-	var ee *exec.ExitError
-	switch {
-	case ctx.Err() != nil:
+	if ctx.Err() != nil {
 		res.Code, res.TimedOut = -1, true
-	case err == nil:
-	case errors.As(err, &ee):
-		res.Code = ee.ExitCode()
-	default:
+		return res
+	}
+	if res.Code, err = ExitCode(err); err != nil {
 		t.Fatalf("bal %v: %v", args, err)
 	}
 	return res
+}
+
+// ExitCode is the exit code of a command that ended with err (what
+// exec.Cmd's Run or Wait returned): 0 for nil, the code of an
+// *exec.ExitError (-1 when a signal ended it); any other error means it did
+// not run, and is returned with -1.
+func ExitCode(err error) (int, error) {
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return 0, nil
+	case errors.As(err, &ee):
+		return ee.ExitCode(), nil
+	}
+	return -1, err
 }

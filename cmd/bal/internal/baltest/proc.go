@@ -87,6 +87,7 @@ func Start(t testing.TB, cfg Config, opts ...Option) *Proc {
 // cannot express, such as hostname backends); port is the config's port.
 func StartYAML(t testing.TB, yaml string, port int, opts ...Option) *Proc {
 	t.Helper()
+	NeedBinary(t)
 	p := &Proc{T: t, Port: port, uid: -1, gid: -1, done: make(chan struct{}), notify: make(chan struct{}, 1)}
 	for _, o := range opts {
 		o(p)
@@ -354,13 +355,8 @@ func (p *Proc) Run(args ...string) (code int, stdout, stderr string) {
 	c := p.command(args...)
 	var out, errb bytes.Buffer
 	c.Stdout, c.Stderr = &out, &errb
-	err := c.Run()
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &ee):
-		code = ee.ExitCode()
-	default:
+	code, err := ExitCode(c.Run())
+	if err != nil {
 		p.T.Fatalf("bal %v: %v", args, err)
 	}
 	return code, out.String(), errb.String()

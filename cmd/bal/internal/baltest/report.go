@@ -8,20 +8,8 @@ import (
 	"testing"
 )
 
-// SoakEnv, when set (make soak sets it), runs the long tests; without it
-// they are skipped so that `make test` stays fast.
-const SoakEnv = "BAL_SOAK"
-
 // ReportEnv names the file Record appends figures to (make soak sets it).
 const ReportEnv = "BAL_SOAK_REPORT"
-
-// Soak skips t unless the long tests were asked for.
-func Soak(t testing.TB) {
-	t.Helper()
-	if os.Getenv(SoakEnv) == "" {
-		t.Skipf("long test: run it with `make soak` (%s=1)", SoakEnv)
-	}
-}
 
 var reportMu sync.Mutex
 

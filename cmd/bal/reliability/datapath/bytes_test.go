@@ -133,22 +133,22 @@ func matrix(sizes []int64) []transferCase {
 // sink soon after the source wrote it (no stall).
 func TestByteExactMatrix(t *testing.T) {
 	sizes := []int64{0, 1, 1023, 65535, 65536, 65537, 1 << 20}
-	if soak() {
+	if baltest.Soaking() {
 		sizes = append(sizes, 10<<20, 100<<20)
 	}
 	// The research bound is 200 ms; the fast run shares two cores with the
 	// race detector and other tests, so it only catches real stalls.
-	bound := pick(time.Second, 200*time.Millisecond)
-	scope := pick("0 B–1 MiB (10 and 100 MiB in soak)", "0 B–100 MiB")
+	bound := baltest.Pick(time.Second, 200*time.Millisecond)
+	scope := baltest.Pick("0 B–1 MiB (10 and 100 MiB in soak)", "0 B–100 MiB")
 	t.Run("loopback", func(t *testing.T) {
-		forEngine(t, func(t *testing.T, eng string) {
+		baltest.ForEngine(t, func(t *testing.T, eng string) {
 			r := newRig(t, eng, rigOptions{runtime: []string{"connection_idle_timeout_ms: 30000"}})
 			runMatrix(t, r, sizes, bound, "loopback "+scope)
 		})
 	})
 	t.Run("veth-mtu1500", func(t *testing.T) {
 		baltest.NeedTools(t, "ip")
-		forEngine(t, func(t *testing.T, eng string) {
+		baltest.ForEngine(t, func(t *testing.T, eng string) {
 			nsA, nsB := baltest.NetNS(t), baltest.NetNS(t)
 			baltest.Veth(t, nsA, nsB, "10.213.0.1/24", "10.213.0.2/24", 1500)
 			r := newRig(t, eng, rigOptions{

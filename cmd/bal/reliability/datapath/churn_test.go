@@ -61,7 +61,7 @@ func churnOne(addr string, src net.IP, end byte, msg []byte) error {
 	if end == endDead {
 		// bal must close it at once: no backend to give it to.
 		n, err := io.Copy(io.Discard, c)
-		if err != nil && !isReset(err) || n != 0 {
+		if err != nil && !baltest.IsReset(err) || n != 0 {
 			return fmt.Errorf("no-backend connection: %d bytes, %v", n, err)
 		}
 		return nil
@@ -89,7 +89,7 @@ func churnOne(addr string, src net.IP, end byte, msg []byte) error {
 			return fmt.Errorf("after the backend's close: %d bytes, %v (want EOF)", n, err)
 		}
 	case endBackendReset:
-		if n, err := io.Copy(io.Discard, c); (err != nil && !isReset(err)) || n != 0 {
+		if n, err := io.Copy(io.Discard, c); (err != nil && !baltest.IsReset(err)) || n != 0 {
 			return fmt.Errorf("after the backend's reset: %d bytes, %v (want a reset)", n, err)
 		}
 	}
@@ -153,8 +153,8 @@ func churn(live, dead string, total, rate, conc int) (*churnStats, time.Duration
 // its descriptors, goroutines (from status), threads and RSS are back to
 // the warm baseline.
 func TestChurn(t *testing.T) {
-	total := pick(3000, 100000)
-	rate := pick(1000, 2000)
+	total := baltest.Pick(3000, 100000)
+	rate := baltest.Pick(1000, 2000)
 	const conc = 64
 	run := func(t *testing.T, eng string) {
 		be := baltest.NewBackend(t, churnBackend)
@@ -167,11 +167,11 @@ func TestChurn(t *testing.T) {
 		if st, _ := churn(live.Addr(), dead.Addr(), 400, 0, conc); st.failed.Load() > 0 {
 			t.Fatalf("warm-up: %d failed: %v", st.failed.Load(), st.firstErr.Load())
 		}
-		time.Sleep(pick(time.Second, 10*time.Second))
+		time.Sleep(baltest.Pick(time.Second, 10*time.Second))
 		base := live.Usage()
 		baseG := goroutines(live)
 		st, took := churn(live.Addr(), dead.Addr(), total, rate, conc)
-		settle := pick(3*time.Second, 10*time.Second)
+		settle := baltest.Pick(3*time.Second, 10*time.Second)
 		time.Sleep(settle)
 		deadline := time.Now().Add(10 * time.Second)
 		var bad map[string]int
@@ -201,7 +201,7 @@ func TestChurn(t *testing.T) {
 	}
 	for _, eng := range baltest.Engines() {
 		t.Run(eng, func(t *testing.T) {
-			if !soak() {
+			if !baltest.Soaking() {
 				t.Parallel() // the soak run wants the rate: one engine at a time
 			}
 			run(t, eng)

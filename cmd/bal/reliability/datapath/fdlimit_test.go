@@ -22,10 +22,10 @@ import (
 // process so that the test's own descriptors stay below the 20,000 limit;
 // bal holds 2 per connection, so 9,000 is the most that fits).
 func TestIdleConnectionCost(t *testing.T) {
-	n := pick(1000, 9000)
+	n := baltest.Pick(1000, 9000)
 	for _, eng := range baltest.Engines() {
 		t.Run(eng, func(t *testing.T) {
-			if !soak() {
+			if !baltest.Soaking() {
 				t.Parallel() // 9,000 each would not fit the test's fd limit twice
 			}
 			holder := startHolder(t)
@@ -76,7 +76,7 @@ func TestIdleConnectionCost(t *testing.T) {
 // max_concurrent_connections does not fit the lowered limit.
 func TestFDExhaustion(t *testing.T) {
 	const nofile, push = 4096, 3000
-	forEngine(t, func(t *testing.T, eng string) {
+	baltest.ForEngine(t, func(t *testing.T, eng string) {
 		holder := startHolder(t)
 		// A limit that fits 20,000 descriptors at the engine's documented
 		// cost per connection (std: 6, counting a splice pipe per direction

@@ -25,8 +25,8 @@ const halfCloseIdle = 3 * time.Second
 // Afterwards no bal socket lingers and bal's descriptors are back to their
 // baseline ± 2.
 func TestHalfClose(t *testing.T) {
-	iters := pick(100, 1000)
-	forEngine(t, func(t *testing.T, eng string) {
+	iters := baltest.Pick(100, 1000)
+	baltest.ForEngine(t, func(t *testing.T, eng string) {
 		r := newRig(t, eng, rigOptions{runtime: []string{fmt.Sprintf("connection_idle_timeout_ms: %d", halfCloseIdle.Milliseconds())}})
 		// Warm up so that the pipe pools hold what this workload uses.
 		for range 5 {

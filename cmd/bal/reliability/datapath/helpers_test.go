@@ -10,28 +10,15 @@ import (
 	"hash"
 	"io"
 	"net"
-	"os"
 	"sort"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/bal-lb/bal/cmd/bal/internal/baltest"
 	"github.com/bal-lb/bal/engine/enginetest"
 )
-
-// soak reports whether the long variants run (make soak).
-func soak() bool { return os.Getenv(baltest.SoakEnv) != "" }
-
-// pick returns fast or long depending on the run.
-func pick[T any](fast, long T) T {
-	if soak() {
-		return long
-	}
-	return fast
-}
 
 // rigOptions shape a rig.
 type rigOptions struct {
@@ -316,16 +303,6 @@ func warmUp(t *testing.T, r *rig, n int) int {
 	return r.bal.FDs()
 }
 
-// forEngine runs fn as one subtest per engine, in parallel.
-func forEngine(t *testing.T, fn func(t *testing.T, eng string)) {
-	for _, eng := range baltest.Engines() {
-		t.Run(eng, func(t *testing.T) {
-			t.Parallel()
-			fn(t, eng)
-		})
-	}
-}
-
 // ---- streams ----
 
 var sums sync.Map // [2]int64{seed, n} → [32]byte
@@ -407,11 +384,6 @@ func writeStream(c net.Conn, seed uint64, n int64) (time.Time, error) {
 		}
 	}
 	return time.Now(), nil
-}
-
-// isReset reports whether err says the peer reset the connection.
-func isReset(err error) bool {
-	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 // isTimeout reports a deadline error.

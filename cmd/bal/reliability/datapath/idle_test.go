@@ -22,10 +22,10 @@ import (
 // every byte delivered; 5 s after the run bal's descriptors are back to
 // the baseline.
 func TestIdleTimeoutSlowloris(t *testing.T) {
-	silent, trickle, half := pick(200, 2000), pick(20, 200), pick(20, 200)
-	runFor := pick(6*time.Second, 30*time.Second)
+	silent, trickle, half := baltest.Pick(200, 2000), baltest.Pick(20, 200), baltest.Pick(20, 200)
+	runFor := baltest.Pick(6*time.Second, 30*time.Second)
 	const idle, tick = 2 * time.Second, 1500 * time.Millisecond
-	forEngine(t, func(t *testing.T, eng string) {
+	baltest.ForEngine(t, func(t *testing.T, eng string) {
 		r := newRig(t, eng, rigOptions{runtime: []string{fmt.Sprintf("connection_idle_timeout_ms: %d", idle.Milliseconds())}})
 		base := warmUp(t, r, trickle)
 		// The backend side: count what arrives, never close first.

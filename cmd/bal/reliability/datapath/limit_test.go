@@ -22,11 +22,11 @@ import (
 // 100 ms with 0 bytes, status counts E; over several fill/drain cycles no
 // slot leaks (a last fill admits exactly M again).
 func TestMaxConnectionsReject(t *testing.T) {
-	limit := pick(200, 1000)
+	limit := baltest.Pick(200, 1000)
 	extra := limit / 5
-	cycles := pick(3, 10)
+	cycles := baltest.Pick(3, 10)
 	const bound = 100 * time.Millisecond
-	forEngine(t, func(t *testing.T, eng string) {
+	baltest.ForEngine(t, func(t *testing.T, eng string) {
 		r := newRig(t, eng, rigOptions{runtime: []string{
 			fmt.Sprintf("max_concurrent_connections: %d", limit),
 			"overload_policy: reject",
@@ -66,7 +66,7 @@ func TestMaxConnectionsReject(t *testing.T) {
 		p99 := rtts[len(rtts)*99/100]
 		figure := fmt.Sprintf("%s: M=%d, %d opened per cycle × %d cycles: backend saw exactly M, %d reset each time (slowest reset %v, bound %v, 0 bytes), status rejected counted them; a last fill admitted exactly M (no leaked slot); echo p99 on admitted %v",
 			eng, limit, limit+extra, cycles, extra, worstReject.Round(time.Millisecond), bound, p99.Round(100*time.Microsecond))
-		if soak() && p99 >= 10*time.Millisecond {
+		if baltest.Soaking() && p99 >= 10*time.Millisecond {
 			pass = false
 			t.Errorf("echo p99 %v on admitted connections (bound 10 ms)", p99)
 		}
@@ -115,7 +115,7 @@ func fill(t *testing.T, r *rig, n int, bound time.Duration) fillResult {
 	for i := range n {
 		at := time.Now()
 		c, err := r.dial()
-		if isReset(err) {
+		if baltest.IsReset(err) {
 			// Reset before connect(2) even returned: rejected at once.
 			cn := &conn{ended: make(chan struct{}), took: time.Since(at), err: err}
 			close(cn.ended)
@@ -155,7 +155,7 @@ func fill(t *testing.T, r *rig, n int, bound time.Duration) fillResult {
 			res.rejected++
 			res.bytes += cn.n
 			res.worstReject = max(res.worstReject, cn.took)
-			if cn.took > bound || !isReset(cn.err) && !errors.Is(cn.err, io.EOF) {
+			if cn.took > bound || !baltest.IsReset(cn.err) && !errors.Is(cn.err, io.EOF) {
 				res.late++
 			}
 		default:

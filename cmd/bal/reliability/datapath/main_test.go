@@ -8,4 +8,4 @@ import (
 	"github.com/bal-lb/bal/cmd/bal/internal/baltest"
 )
 
-func TestMain(m *testing.M) { baltest.Main(m) }
+func TestMain(m *testing.M) { baltest.MainLong(m) }

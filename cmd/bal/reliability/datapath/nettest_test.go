@@ -20,7 +20,7 @@ import (
 // normal build; a run is clean when every subtest passed, and bal must
 // report no data race.
 func TestConnConformance(t *testing.T) {
-	runs := pick(2, 20)
+	runs := baltest.Pick(2, 20)
 	for _, eng := range baltest.Engines() {
 		t.Run(eng, func(t *testing.T) {
 			race := eng == "std"

@@ -27,7 +27,7 @@ func TestEphemeralPorts(t *testing.T) {
 	baltest.Soak(t)
 	baltest.NeedTools(t, "ip", "sysctl")
 	const total, rate, conc = 20000, 400, 32
-	forEngine(t, func(t *testing.T, eng string) {
+	baltest.ForEngine(t, func(t *testing.T, eng string) {
 		for _, clientFirst := range []bool{true, false} {
 			name := "client closes first"
 			if !clientFirst {

@@ -22,9 +22,9 @@ import (
 // within 1 s. Afterwards bal holds no socket of these connections (no
 // CLOSE_WAIT) and its descriptors are back to the warm baseline.
 func TestResetPropagation(t *testing.T) {
-	iters := pick(10, 200)
+	iters := baltest.Pick(10, 200)
 	const bound = time.Second
-	forEngine(t, func(t *testing.T, eng string) {
+	baltest.ForEngine(t, func(t *testing.T, eng string) {
 		r := newRig(t, eng, rigOptions{runtime: []string{"connection_idle_timeout_ms: 30000"}})
 		for _, fromBackend := range []bool{true, false} {
 			name := "(a) backend reset mid-download"
@@ -119,7 +119,7 @@ func resetOnce(r *rig, fromBackend bool) (resetResult, error) {
 	err = <-ended
 	res := resetResult{took: time.Since(time.Unix(0, resetAt.Load())), n: got.Load()}
 	switch {
-	case isReset(err):
+	case baltest.IsReset(err):
 		res.reset = true
 	case errors.Is(err, io.EOF):
 	case isTimeout(err):

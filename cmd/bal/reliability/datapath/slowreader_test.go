@@ -95,11 +95,11 @@ func (f *flow) fail(err error, stop <-chan struct{}) {
 // up: every connection must move 1 MiB more within 1 s, and every byte must
 // be the right one (0 drops).
 func TestSlowReaderBoundedMemory(t *testing.T) {
-	conns := pick(20, 50)
-	slowFor := pick(4*time.Second, 30*time.Second)
-	resumeBound := pick(5*time.Second, time.Second)
+	conns := baltest.Pick(20, 50)
+	slowFor := baltest.Pick(4*time.Second, 30*time.Second)
+	resumeBound := baltest.Pick(5*time.Second, time.Second)
 	baltest.NeedTools(t, "ip", "sysctl")
-	forEngine(t, func(t *testing.T, eng string) {
+	baltest.ForEngine(t, func(t *testing.T, eng string) {
 		ns := baltest.NetNS(t)
 		baltest.Sysctl(t, ns, "net.ipv4.tcp_rmem", "4096 65536 262144")
 		baltest.Sysctl(t, ns, "net.ipv4.tcp_wmem", "4096 65536 262144")

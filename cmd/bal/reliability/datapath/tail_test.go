@@ -50,11 +50,11 @@ func readPaced(c net.Conn, want int64, rate int64) received {
 // at 1 MiB/s; every byte must still arrive, then EOF. Download: the backend
 // sends; upload: the client sends.
 func TestTailFlush(t *testing.T) {
-	size := pick(int64(2<<20), int64(8<<20))
-	runs := pick(4, 100)
-	batch := pick(4, 10)
+	size := baltest.Pick(int64(2<<20), int64(8<<20))
+	runs := baltest.Pick(4, 100)
+	batch := baltest.Pick(4, 10)
 	const rate = 1 << 20
-	forEngine(t, func(t *testing.T, eng string) {
+	baltest.ForEngine(t, func(t *testing.T, eng string) {
 		r := newRig(t, eng, rigOptions{runtime: []string{"connection_idle_timeout_ms: 30000"}})
 		for _, upload := range []bool{false, true} {
 			name := "download"

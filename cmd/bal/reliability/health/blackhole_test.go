@@ -22,18 +22,13 @@ import (
 // B DOWN within i×f + t + 1 s, 0 client failures while A and C are healthy.
 func TestBackendBlackholed(t *testing.T) {
 	baltest.NeedNft(t)
-	for _, eng := range baltest.Engines() {
-		t.Run(eng, func(t *testing.T) {
-			t.Parallel()
-			testBlackholed(t, eng)
-		})
-	}
+	baltest.ForEngine(t, testBlackholed)
 }
 
 func testBlackholed(t *testing.T, eng string) {
-	rate := pick(200, 500)
-	run := pick(downBound+2*time.Second, 20*time.Second) // load after the rule
-	slack := pick(500*time.Millisecond, 100*time.Millisecond)
+	rate := baltest.Pick(200, 500)
+	run := baltest.Pick(downBound+2*time.Second, 20*time.Second) // load after the rule
+	slack := baltest.Pick(500*time.Millisecond, 100*time.Millisecond)
 	ns := baltest.NetNS(t)
 	var a, b, c *baltest.Backend
 	baltest.InNS(t, ns, func() {
@@ -84,7 +79,7 @@ func testBlackholed(t *testing.T, eng string) {
 	}
 	pass := len(failed) == 0 && down.Msg != "" && downAfter <= downBound && p99 <= connectTimeout+slack && byName["a"] > 0 && byName["c"] > 0
 	baltest.Record(t, 10, fmt.Sprintf("%s: SYNs to B dropped by nft: B down +%s (bound %s); time to a working connection p99 %s, max %s (bound connect timeout %s + %s), %d of %d clients waited > %s; %d client failures; B timeouts counted %v",
-		eng, ms(downAfter), ms(downBound), ms(p99), ms(max), ms(connectTimeout), ms(slack), slow, len(took), ms(connectTimeout/2), len(failed), num(sb, "counters", "timeout")), pass)
+		eng, ms(downAfter), ms(downBound), ms(p99), ms(max), ms(connectTimeout), ms(slack), slow, len(took), ms(connectTimeout/2), len(failed), baltest.Number(sb, "counters", "timeout")), pass)
 }
 
 // Test 10b: backend B accepts and then never reads, writes or closes
@@ -96,25 +91,22 @@ func testBlackholed(t *testing.T, eng string) {
 // paused with SIGSTOP (the kernel still completes handshakes into its
 // accept queue; only bal's side can be observed).
 func TestBackendHangs(t *testing.T) {
-	for _, eng := range baltest.Engines() {
-		t.Run(eng, func(t *testing.T) {
+	baltest.ForEngine(t, func(t *testing.T, eng string) {
+		t.Run("Silent", func(t *testing.T) {
 			t.Parallel()
-			t.Run("Silent", func(t *testing.T) {
-				t.Parallel()
-				testHangs(t, eng, false)
-			})
-			if soak() || eng == baltest.Engines()[0] {
-				t.Run("SIGSTOP", func(t *testing.T) {
-					t.Parallel()
-					testHangs(t, eng, true)
-				})
-			}
+			testHangs(t, eng, false)
 		})
-	}
+		if baltest.Soaking() || eng == baltest.Engines()[0] {
+			t.Run("SIGSTOP", func(t *testing.T) {
+				t.Parallel()
+				testHangs(t, eng, true)
+			})
+		}
+	})
 }
 
 func testHangs(t *testing.T, eng string, paused bool) {
-	run := pick(5*time.Second, 60*time.Second)
+	run := baltest.Pick(5*time.Second, 60*time.Second)
 	const rate = 50
 	var mu sync.Mutex
 	var backendSide []time.Duration // accept → bal's close seen, proxied connections only
@@ -175,7 +167,7 @@ func testHangs(t *testing.T, eng string, paused bool) {
 	for _, o := range res {
 		switch {
 		case o.Err == nil:
-		case errors.Is(o.Err, io.ErrUnexpectedEOF) || isReset(o.Err):
+		case errors.Is(o.Err, io.ErrUnexpectedEOF) || baltest.IsReset(o.Err):
 			clientSide = append(clientSide, o.Took) // a hanging B: bal closed it
 		default:
 			bad++

@@ -35,7 +35,7 @@ const backendName = "backend.bal.test"
 func TestDNSChange(t *testing.T) {
 	eng := baltest.Engines()[0]
 	const ttl = 1
-	failFor := pick(3*time.Second, 30*time.Second)
+	failFor := baltest.Pick(3*time.Second, 30*time.Second)
 	ns := baltest.NetNS(t) // skips unless root
 	baltest.NSEtc(t, ns, map[string]string{
 		"resolv.conf":   "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
@@ -48,7 +48,7 @@ func TestDNSChange(t *testing.T) {
 	oldB := baltest.StartProcBackend(t, "old", fmt.Sprintf("%s:%d", oldIP, bport), ns)
 	newB := baltest.StartProcBackend(t, "new", fmt.Sprintf("%s:%d", newIP, bport), ns)
 	port := baltest.FreePort(t)
-	rt := override(defaultRuntime(), "connection_idle_timeout_ms: 60000")
+	rt := baltest.Override(defaultRuntime(), "connection_idle_timeout_ms: 60000")
 	yaml := fmt.Sprintf("mode: advanced\nport: %d\nbind_address: \"127.0.0.1\"\nmethod: round_robin\nlog_level: info\nruntime:\n  engine: %s\n  %s\nbackends:\n  - host: %q\n    port: %d\n",
 		port, eng, strings.Join(rt, "\n  "), backendName, bport)
 	p := baltest.StartYAML(t, yaml, port, baltest.InNetNS(ns))

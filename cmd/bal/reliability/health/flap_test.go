@@ -19,10 +19,10 @@ import (
 // fails above 80 %, which would mean a spin).
 func TestFlappingBackend(t *testing.T) {
 	eng := baltest.Engines()[0]
-	rate := pick(200, 300)
-	run := pick(10*time.Second, 60*time.Second)
+	rate := baltest.Pick(200, 300)
+	run := baltest.Pick(10*time.Second, 60*time.Second)
 	const half = 700 * time.Millisecond
-	cpuBound := pick(0.80, 0.20)
+	cpuBound := baltest.Pick(0.80, 0.20)
 	a := baltest.NewBackend(t, baltest.NameEcho("a"))
 	c := baltest.NewBackend(t, baltest.NameEcho("c"))
 	b := baltest.NewBackend(t, baltest.NameEcho("b"))
@@ -81,7 +81,7 @@ func TestFlappingBackend(t *testing.T) {
 	for _, f := range failedAll {
 		injected := false
 		for _, c := range closes {
-			if isReset(f.Err) && openDuring(f, c[0], c[1]) {
+			if baltest.IsReset(f.Err) && openDuring(f, c[0], c[1]) {
 				injected = true
 			}
 		}
@@ -114,17 +114,12 @@ func TestFlappingBackend(t *testing.T) {
 // and the first proxied connection succeeds ≤ i×r + 1 s after one backend
 // returns.
 func TestAllBackendsDown(t *testing.T) {
-	for _, eng := range baltest.Engines() {
-		t.Run(eng, func(t *testing.T) {
-			t.Parallel()
-			testAllDown(t, eng)
-		})
-	}
+	baltest.ForEngine(t, testAllDown)
 }
 
 func testAllDown(t *testing.T, eng string) {
-	fastBound := pick(300*time.Millisecond, 100*time.Millisecond)
-	down := pick(2*time.Second, 10*time.Second)
+	fastBound := baltest.Pick(300*time.Millisecond, 100*time.Millisecond)
+	down := baltest.Pick(2*time.Second, 10*time.Second)
 	bs := []*baltest.Backend{
 		baltest.NewBackend(t, baltest.NameEcho("a")),
 		baltest.NewBackend(t, baltest.NameEcho("b")),
@@ -170,7 +165,7 @@ func testAllDown(t *testing.T, eng string) {
 		firstAfter = -1
 		t.Errorf("no successful connection within %v of a backend returning", upBound+2*time.Second)
 	}
-	reachable := num(st, "backend_reachable")
+	reachable := baltest.Number(st, "backend_reachable")
 	pass := succeeded == 0 && len(took) > 0 && worst < fastBound && reachable == 0 && !first.IsZero() && firstAfter <= upBound
 	baltest.Record(t, 12, fmt.Sprintf("%s: all 3 backends down: %d client conns closed/refused in max %s (bound %s), %d succeeded; status backend_reachable %v; first success +%s after one returned (bound %s)",
 		eng, len(took), ms(worst), ms(fastBound), succeeded, reachable, ms(firstAfter), ms(upBound)), pass)

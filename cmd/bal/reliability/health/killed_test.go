@@ -16,17 +16,12 @@ import (
 // connections already open to the other backends are untouched, and status
 // shows it down with the refusals counted.
 func TestBackendKilledUnderLoad(t *testing.T) {
-	for _, eng := range baltest.Engines() {
-		t.Run(eng, func(t *testing.T) {
-			t.Parallel()
-			testKilledUnderLoad(t, eng)
-		})
-	}
+	baltest.ForEngine(t, testKilledUnderLoad)
 }
 
 func testKilledUnderLoad(t *testing.T, eng string) {
-	rate := pick(300, 500)
-	before := pick(time.Second, 5*time.Second) // load before the kill
+	rate := baltest.Pick(300, 500)
+	before := baltest.Pick(time.Second, 5*time.Second) // load before the kill
 	a := baltest.NewBackend(t, baltest.NameEcho("a"))
 	c := baltest.NewBackend(t, baltest.NameEcho("c"))
 	b := baltest.StartProcBackend(t, "b", fmt.Sprintf("127.0.0.1:%d", baltest.FreePort(t)), "")
@@ -96,7 +91,7 @@ func testKilledUnderLoad(t *testing.T, eng string) {
 
 	st := p.Status()
 	sb := backendOf(t, st, b.Addr())
-	if sb["reachable"] != false || num(sb, "counters", "refused") == 0 {
+	if sb["reachable"] != false || baltest.Number(sb, "counters", "refused") == 0 {
 		t.Errorf("status of the killed backend: reachable %v, counters %v", sb["reachable"], sb["counters"])
 	}
 	if down.Msg == "" {

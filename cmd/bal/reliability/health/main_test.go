@@ -3,12 +3,8 @@
 package health_test
 
 import (
-	"errors"
 	"fmt"
 	"net"
-	"os"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -17,7 +13,7 @@ import (
 
 func TestMain(m *testing.M) {
 	baltest.HelperMain() // backend processes are this binary too
-	baltest.Main(m)
+	baltest.MainLong(m)
 }
 
 // The defaults of the research note's §4: health interval i, fall f, rise
@@ -53,35 +49,6 @@ func defaultRuntime(extra ...string) []string {
 	return append(rt, extra...)
 }
 
-// override replaces "key: value" lines of rt whose key appears in lines.
-func override(rt []string, lines ...string) []string {
-	out := append([]string(nil), rt...)
-	for _, l := range lines {
-		k, _, _ := strings.Cut(l, ":")
-		found := false
-		for i, o := range out {
-			if ok, _, _ := strings.Cut(o, ":"); ok == k {
-				out[i], found = l, true
-			}
-		}
-		if !found {
-			out = append(out, l)
-		}
-	}
-	return out
-}
-
-// soak reports whether the long variants were asked for (without skipping).
-func soak() bool { return os.Getenv(baltest.SoakEnv) != "" }
-
-// pick returns fast or long depending on soak().
-func pick[T any](fast, long T) T {
-	if soak() {
-		return long
-	}
-	return fast
-}
-
 // backendOf returns the status entry of backend addr.
 func backendOf(t testing.TB, st map[string]any, addr string) map[string]any {
 	t.Helper()
@@ -96,17 +63,6 @@ func backendOf(t testing.TB, st map[string]any, addr string) map[string]any {
 	return nil
 }
 
-// num reads a JSON number field (0 when absent).
-func num(m map[string]any, keys ...string) float64 {
-	var v any = m
-	for _, k := range keys {
-		mm, _ := v.(map[string]any)
-		v = mm[k]
-	}
-	f, _ := v.(float64)
-	return f
-}
-
 // attempts is the number of proxy connect attempts bal made to backends:
 // successes plus failures by reason, summed over backends.
 func attempts(st map[string]any) float64 {
@@ -114,7 +70,7 @@ func attempts(st map[string]any) float64 {
 	bs, _ := st["backends"].([]any)
 	for _, b := range bs {
 		m, _ := b.(map[string]any)
-		n += num(m, "total_connections") + num(m, "counters", "timeout") + num(m, "counters", "refused") + num(m, "counters", "other")
+		n += baltest.Number(m, "total_connections") + baltest.Number(m, "counters", "timeout") + baltest.Number(m, "counters", "refused") + baltest.Number(m, "counters", "other")
 	}
 	return n
 }
@@ -242,11 +198,6 @@ func (pg *pinger) Stop() (int, []error) {
 func netDial(addr string, d time.Duration) (net.Conn, error) { return net.DialTimeout("tcp", addr, d) }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%d ms", d.Milliseconds()) }
-
-// isReset reports a connection reset by the peer.
-func isReset(err error) bool {
-	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
-}
 
 // openDuring reports whether the connection of o was open at some moment
 // of [from, to] (it may then have been on a backend killed in between).

@@ -43,27 +43,24 @@ const (
 //     within its cap, and at most one protection cycle (normally none).
 func TestProtectionSpike(t *testing.T) {
 	baltest.NeedNft(t)
-	for _, eng := range baltest.Engines() {
-		t.Run(eng, func(t *testing.T) {
+	baltest.ForEngine(t, func(t *testing.T, eng string) {
+		t.Run("AllBackends", func(t *testing.T) {
 			t.Parallel()
-			t.Run("AllBackends", func(t *testing.T) {
-				t.Parallel()
-				testProtectionSpike(t, eng, true)
-			})
-			if soak() || eng == baltest.Engines()[0] {
-				t.Run("OneBackend", func(t *testing.T) {
-					t.Parallel()
-					testProtectionSpike(t, eng, false)
-				})
-			}
+			testProtectionSpike(t, eng, true)
 		})
-	}
+		if baltest.Soaking() || eng == baltest.Engines()[0] {
+			t.Run("OneBackend", func(t *testing.T) {
+				t.Parallel()
+				testProtectionSpike(t, eng, false)
+			})
+		}
+	})
 }
 
 func testProtectionSpike(t *testing.T, eng string, all bool) {
-	rate := pick(200, 400)
-	resetFor := pick(3*time.Second, 20*time.Second)
-	dropFor := pick(2*time.Second, 10*time.Second)
+	rate := baltest.Pick(200, 400)
+	resetFor := baltest.Pick(3*time.Second, 20*time.Second)
+	dropFor := baltest.Pick(2*time.Second, 10*time.Second)
 	ns := baltest.NetNS(t)
 	var a, b, c *baltest.Backend
 	baltest.InNS(t, ns, func() {
@@ -94,7 +91,7 @@ func testProtectionSpike(t *testing.T, eng string, all bool) {
 	var maxStreak float64
 	sample := func() {
 		sb := backendOf(t, p.Status(), b.Addr())
-		maxStreak = max(maxStreak, num(sb, "fail_streak"))
+		maxStreak = max(maxStreak, baltest.Number(sb, "fail_streak"))
 		if s, ok := sb["cooldown_until"].(string); ok {
 			if until, err := time.Parse(time.RFC3339Nano, s); err == nil {
 				worstCooldown = max(worstCooldown, time.Until(until))
@@ -134,7 +131,7 @@ func testProtectionSpike(t *testing.T, eng string, all bool) {
 		offAfter = offs[len(offs)-1].Time.Sub(spikeEnd)
 	}
 	on, _ := st1["protection_mode"].(map[string]any)
-	clients := num(st1, "total_connections") - num(st0, "total_connections")
+	clients := baltest.Number(st1, "total_connections") - baltest.Number(st0, "total_connections")
 	tries := attempts(st1) - attempts(st0)
 	ratio := tries / max(clients, 1)
 	_, failed := baltest.Tally(res, time.Time{}, time.Now())

@@ -19,8 +19,8 @@ import (
 // plain 1/3 at once.
 func TestRecoveryWithoutHerd(t *testing.T) {
 	eng := baltest.Engines()[0]
-	rate := pick(300, 500)
-	downFor := pick(3*time.Second, 30*time.Second)
+	rate := baltest.Pick(300, 500)
+	downFor := baltest.Pick(3*time.Second, 30*time.Second)
 	const window = 5 * time.Second
 	a := baltest.NewBackend(t, baltest.NameEcho("a"))
 	c := baltest.NewBackend(t, baltest.NameEcho("c"))
@@ -74,7 +74,7 @@ func TestRecoveryWithoutHerd(t *testing.T) {
 			t.Errorf("client failure at %v: %v", f.Start.Format(time.StampMilli), f.Err)
 		}
 	}
-	cleared := num(sb, "fail_streak") == 0 && sb["cooldown_until"] == nil && sb["reachable"] == true
+	cleared := baltest.Number(sb, "fail_streak") == 0 && sb["cooldown_until"] == nil && sb["reachable"] == true
 	if !cleared {
 		t.Errorf("B after UP: %v", sb)
 	}

@@ -68,8 +68,8 @@ func testConcurrentReloads(t *testing.T, how string) {
 
 	alive := baltest.Alive(p.PID())
 	st1 := p.Status()
-	dOK := int(num(st1, "reloads") - num(st0, "reloads"))
-	dFail := int(num(st1, "reload_failures") - num(st0, "reload_failures"))
+	dOK := int(baltest.Number(st1, "reloads") - baltest.Number(st0, "reloads"))
+	dFail := int(baltest.Number(st1, "reload_failures") - baltest.Number(st0, "reload_failures"))
 	loggedOK := len(p.Logs(from, "reloaded"))
 	loggedFail := len(p.Logs(from, baltest.RejectedMsg))
 
@@ -113,7 +113,7 @@ func testConcurrentReloads(t *testing.T, how string) {
 // the latest file every time — a reload that read the file earlier never
 // lands after one that read it later — and both paths count.
 func TestConcurrentReloadPaths(t *testing.T) {
-	rounds := pick(100, 1000)
+	rounds := baltest.Pick(100, 1000)
 	a := baltest.NewBackend(t, baltest.Name("a"))
 	b := baltest.NewBackend(t, baltest.Name("b"))
 	cfg := baltest.Config{Port: baltest.FreePort(t), LogLevel: "info", Backends: []string{a.Addr(), b.Addr()}, Runtime: quietRuntime()}
@@ -124,7 +124,7 @@ func TestConcurrentReloadPaths(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	seen := num(st, "reloads") + num(st, "reload_failures")
+	seen := baltest.Number(st, "reloads") + baltest.Number(st, "reload_failures")
 	var stale []string
 	var postFailed int
 	file := func(w int) {
@@ -159,12 +159,12 @@ func TestConcurrentReloadPaths(t *testing.T) {
 		var weight float64
 		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
 			st, err := ctl.Status()
-			if err == nil && num(st, "reloads")+num(st, "reload_failures") >= seen+2 {
-				seen = num(st, "reloads") + num(st, "reload_failures")
+			if err == nil && baltest.Number(st, "reloads")+baltest.Number(st, "reload_failures") >= seen+2 {
+				seen = baltest.Number(st, "reloads") + baltest.Number(st, "reload_failures")
 				bs, _ := st["backends"].([]any)
 				for _, x := range bs {
 					if m, _ := x.(map[string]any); m["address"] == b.Addr() {
-						weight = num(m, "weight")
+						weight = baltest.Number(m, "weight")
 					}
 				}
 				break

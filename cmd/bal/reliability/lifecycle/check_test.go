@@ -158,7 +158,7 @@ func mutate(r *rand.Rand, s string) string {
 // disagreements.
 func TestCheckAgreesWithReload(t *testing.T) {
 	baltest.NeedRoot(t)
-	total := pick(100, 2000)
+	total := baltest.Pick(100, 2000)
 	ns := baltest.NetNS(t)
 	be := "127.0.0.1:9000"
 	p := baltest.Start(t, baltest.Config{Port: 9295, Backends: []string{be}, Runtime: quietRuntime()}, baltest.InNetNS(ns))
@@ -195,7 +195,7 @@ func TestCheckAgreesWithReload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	seen := num(st, "reloads") + num(st, "reload_failures")
+	seen := baltest.Number(st, "reloads") + baltest.Number(st, "reload_failures")
 	for _, in := range inputs {
 		baltest.WriteFile(t, p.ConfigPath, in.content)
 		res := host.Run(t, 10*time.Second, "check", "-c", p.ConfigPath)
@@ -211,8 +211,8 @@ func TestCheckAgreesWithReload(t *testing.T) {
 		var lr map[string]any
 		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(2 * time.Millisecond) {
 			st, err := ctl.Status()
-			if err == nil && num(st, "reloads")+num(st, "reload_failures") > seen {
-				seen = num(st, "reloads") + num(st, "reload_failures")
+			if err == nil && baltest.Number(st, "reloads")+baltest.Number(st, "reload_failures") > seen {
+				seen = baltest.Number(st, "reloads") + baltest.Number(st, "reload_failures")
 				lr, _ = st["last_reload"].(map[string]any)
 				break
 			}

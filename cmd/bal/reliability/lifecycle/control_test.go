@@ -81,7 +81,7 @@ func TestControlChannel(t *testing.T) {
 	}
 
 	// The attack, from this (root) process: past the peer check.
-	dur := pick(5*time.Second, 60*time.Second)
+	dur := baltest.Pick(5*time.Second, 60*time.Second)
 	stopAttack := make(chan struct{})
 	var mu sync.Mutex
 	drops := map[string][]time.Duration{}

@@ -98,8 +98,8 @@ func TestInvalidReload(t *testing.T) {
 		lr, _ := after["last_reload"].(map[string]any)
 		lrErr, _ := lr["error"].(string)
 		lrTime, _ := time.Parse(time.RFC3339Nano, fmt.Sprint(lr["time"]))
-		dFail := num(after, "reload_failures") - num(before, "reload_failures")
-		dOK := num(after, "reloads") - num(before, "reloads")
+		dFail := baltest.Number(after, "reload_failures") - baltest.Number(before, "reload_failures")
+		dOK := baltest.Number(after, "reloads") - baltest.Number(before, "reloads")
 		msg := e.Attr("error")
 		var missing []string
 		for _, w := range tc.want {
@@ -125,7 +125,7 @@ func TestInvalidReload(t *testing.T) {
 	e := p.Reload(&withIntruder)
 	after := p.Status()
 	lr, _ := after["last_reload"].(map[string]any)
-	validOK := e.Msg == "reloaded" && lr["ok"] == true && num(after, "reloads")-num(before, "reloads") == 1
+	validOK := e.Msg == "reloaded" && lr["ok"] == true && baltest.Number(after, "reloads")-baltest.Number(before, "reloads") == 1
 	if !validOK {
 		pass = false
 		t.Errorf("valid reload after the rejections: %q %s; last_reload %v", e.Msg, e.Attr("error"), lr)

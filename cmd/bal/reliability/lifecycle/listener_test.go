@@ -145,8 +145,8 @@ func (rc *rateClient) Stop() {
 }
 
 func testListenerReload(t *testing.T, eng, kind string) {
-	dur := pick(2*time.Second, 30*time.Second)
-	reloads := pick(4, 50)
+	dur := baltest.Pick(2*time.Second, 30*time.Second)
+	reloads := baltest.Pick(4, 50)
 	const rate = 2000
 	a := baltest.NewBackend(t, baltest.Echo)
 	b := baltest.NewBackend(t, baltest.Echo)
@@ -245,7 +245,7 @@ func testListenerReload(t *testing.T, eng, kind string) {
 		}
 	}
 	achieved := float64(rc.sent.Load()) / elapsed.Seconds()
-	dReloads := int(num(st1, "reloads") - num(st0, "reloads"))
+	dReloads := int(baltest.Number(st1, "reloads") - baltest.Number(st0, "reloads"))
 	alive := baltest.Alive(p.PID())
 	if other > 0 {
 		t.Errorf("%d connections failed otherwise (timeouts?): %s", other, strings.Join(firstOther, "; "))

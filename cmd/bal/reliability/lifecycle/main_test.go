@@ -2,7 +2,6 @@ package lifecycle_test
 
 import (
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -12,22 +11,11 @@ import (
 
 func TestMain(m *testing.M) {
 	helperMain() // this binary doubles as a client run as another user
-	baltest.Main(m)
-}
-
-// soak reports whether the long variants were asked for (without skipping).
-func soak() bool { return os.Getenv(baltest.SoakEnv) != "" }
-
-// pick returns fast or long depending on soak().
-func pick[T any](fast, long T) T {
-	if soak() {
-		return long
-	}
-	return fast
+	baltest.MainLong(m)
 }
 
 // variant names the run in figures.
-func variant() string { return pick("fast", "soak") }
+func variant() string { return baltest.Pick("fast", "soak") }
 
 // quietRuntime is a runtime block with slow, quiet health checks (the
 // tests here are about lifecycle, not health), plus extra lines.
@@ -37,17 +25,6 @@ func quietRuntime(extra ...string) []string {
 		"health_check_timeout_ms: 500",
 		"backend_connect_timeout_ms: 1000",
 	}, extra...)
-}
-
-// num reads a JSON number field (0 when absent).
-func num(m map[string]any, keys ...string) float64 {
-	var v any = m
-	for _, k := range keys {
-		mm, _ := v.(map[string]any)
-		v = mm[k]
-	}
-	f, _ := v.(float64)
-	return f
 }
 
 // ms formats a duration in milliseconds.

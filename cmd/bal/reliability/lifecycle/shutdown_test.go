@@ -123,9 +123,9 @@ func upload(addr string, seed uint64, size, rate int64) transfer {
 }
 
 func testShutdownDuringTransfers(t *testing.T, eng, how string) {
-	size := pick(int64(2<<20), int64(10<<20))
-	rate := pick(int64(2<<20), int64(1<<20))
-	signalAt := pick(300*time.Millisecond, 2*time.Second)
+	size := baltest.Pick(int64(2<<20), int64(10<<20))
+	rate := baltest.Pick(int64(2<<20), int64(1<<20))
+	signalAt := baltest.Pick(300*time.Millisecond, 2*time.Second)
 	const seedDown, seedUp = 61, 62
 
 	be := baltest.NewBackend(t, transferBackend(seedDown, size, rate))
@@ -229,7 +229,7 @@ func TestDrainDeadline(t *testing.T) {
 
 func testDrainDeadline(t *testing.T, eng, how string) {
 	const conns = 100
-	drain := pick(1500*time.Millisecond, 5*time.Second)
+	drain := baltest.Pick(1500*time.Millisecond, 5*time.Second)
 	var active atomic.Int64
 	be := baltest.NewBackend(t, func(c *net.TCPConn) {
 		active.Add(1)

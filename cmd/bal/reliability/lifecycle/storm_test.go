@@ -43,8 +43,8 @@ type storm struct {
 }
 
 func testReloadStorm(t *testing.T, eng string) {
-	reloads := pick(16, 200)
-	every := pick(150*time.Millisecond, 100*time.Millisecond)
+	reloads := baltest.Pick(16, 200)
+	every := baltest.Pick(150*time.Millisecond, 100*time.Millisecond)
 	const conns = 64
 
 	bs := []*baltest.HTTPBackend{
@@ -134,9 +134,9 @@ func testReloadStorm(t *testing.T, eng string) {
 	s := run()
 
 	st1 := p.Status()
-	pidNow := int(num(st1, "pid"))
-	dReloads := int(num(st1, "reloads") - num(st0, "reloads"))
-	dFailures := int(num(st1, "reload_failures") - num(st0, "reload_failures"))
+	pidNow := int(baltest.Number(st1, "pid"))
+	dReloads := int(baltest.Number(st1, "reloads") - baltest.Number(st0, "reloads"))
+	dFailures := int(baltest.Number(st1, "reload_failures") - baltest.Number(st0, "reload_failures"))
 	// Sockets back to the baseline within 5 s. (Pipes are reported, not
 	// judged: the std engine's splice pipes sit in the Go runtime's pool
 	// until a GC frees them, whatever the reloads do.)
@@ -161,7 +161,7 @@ func testReloadStorm(t *testing.T, eng string) {
 	}
 	rssOK := ratio <= 1.10
 	rssNote := ""
-	if !soak() {
+	if !baltest.Soaking() {
 		rssOK, rssNote = true, ", judged in soak only"
 	}
 	pass := clean(warm) && clean(s) && pidNow == pid0 && baltest.Alive(pid0) && dReloads == reloads && dFailures == 0 &&

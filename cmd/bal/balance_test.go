@@ -1,8 +1,6 @@
 package main
 
 import (
-	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"sync"
@@ -13,15 +11,15 @@ import (
 	"github.com/bal-lb/bal/engine/enginetest"
 )
 
-// Black-box tests of issue 8's balancing methods: the real binary, backends
+// Black-box tests of the balancing methods: the real binary, backends
 // that answer with their own name so each client knows where it landed.
 
-// TestIssue8Weights: weights 3 and 1 give a 3:1 split, within 5 % of the
+// TestBalanceWeights: weights 3 and 1 give a 3:1 split, within 5 % of the
 // 75 % share. round_robin is measured over short connections; the two
 // load-aware methods over connections held open, since what they weigh is
 // open connections (a short connection that just ended may still be open in
 // bal's count when the next one arrives: bal waits for the client's FIN).
-func TestIssue8Weights(t *testing.T) {
+func TestBalanceWeights(t *testing.T) {
 	tests := []struct {
 		method string
 		n      int
@@ -34,45 +32,45 @@ func TestIssue8Weights(t *testing.T) {
 	for _, eng := range baltest.Engines() {
 		for _, tt := range tests {
 			t.Run(eng+"/"+tt.method, func(t *testing.T) {
-				a := enginetest.NewBackend(t, i8Held("a"))
-				b := enginetest.NewBackend(t, i8Held("b"))
+				a := enginetest.NewBackend(t, nameThenHold("a"))
+				b := enginetest.NewBackend(t, nameThenHold("b"))
 				if !tt.held {
 					a, b = named(t, "a"), named(t, "b")
 				}
-				p, _ := i8Start(t, baltest.Config{Port: freePort(t), Engine: eng, Method: tt.method,
+				p, _ := startShortDrain(t, baltest.Config{Port: baltest.FreePort(t), Engine: eng, Method: tt.method,
 					Backends: []string{a.Addr.String() + " 3", b.Addr.String() + " 1"}})
 				got := map[string]int{}
 				if tt.held {
 					for range tt.n {
-						_, name := i8Hold(t, p.Addr())
+						_, name := holdOpen(t, p.Addr())
 						got[name]++
 					}
 				} else {
 					got = distribution(t, p.Addr(), tt.n)
 				}
 				share := float64(got["a"]) / float64(tt.n)
-				t.Logf("%d connections (held: %v): %s", tt.n, tt.held, i8Share(got, "a", "b"))
+				t.Logf("%d connections (held: %v): %s", tt.n, tt.held, shares(got, "a", "b"))
 				if got["a"]+got["b"] != tt.n || share < 0.75*0.95 || share > 0.75*1.05 {
-					t.Fatalf("weights 3:1 gave %s, want a's share within 5 %% of 75 %%", i8Share(got, "a", "b"))
+					t.Fatalf("weights 3:1 gave %s, want a's share within 5 %% of 75 %%", shares(got, "a", "b"))
 				}
 			})
 		}
 	}
 }
 
-// TestIssue8LeastConnectionsFollowsHeld: connections held on one backend
+// TestBalanceLeastConnectionsFollowsHeld: connections held on one backend
 // send the new ones to the other until the counts are even again.
-func TestIssue8LeastConnectionsFollowsHeld(t *testing.T) {
+func TestBalanceLeastConnectionsFollowsHeld(t *testing.T) {
 	for _, eng := range baltest.Engines() {
 		t.Run(eng, func(t *testing.T) {
-			a := enginetest.NewBackend(t, i8Held("a"))
-			b := enginetest.NewBackend(t, i8Held("b"))
-			p, _ := i8Start(t, baltest.Config{Port: freePort(t), Engine: eng, Method: "least_connections",
+			a := enginetest.NewBackend(t, nameThenHold("a"))
+			b := enginetest.NewBackend(t, nameThenHold("b"))
+			p, _ := startShortDrain(t, baltest.Config{Port: baltest.FreePort(t), Engine: eng, Method: "least_connections",
 				Backends: []string{a.Addr.String(), b.Addr.String()}})
 			// Six held connections alternate: three on each backend.
 			held := map[string][]net.Conn{}
 			for range 6 {
-				c, name := i8Hold(t, p.Addr())
+				c, name := holdOpen(t, p.Addr())
 				held[name] = append(held[name], c)
 			}
 			if len(held["a"]) != 3 || len(held["b"]) != 3 {
@@ -81,22 +79,22 @@ func TestIssue8LeastConnectionsFollowsHeld(t *testing.T) {
 			// Release b's three: a holds 3, b none. The next three all go
 			// to b, whatever the round-robin tie-break would say.
 			for _, c := range held["b"] {
-				i8Release(t, c)
+				releaseHeld(t, c)
 			}
 			// bal counts the connection closed right after it closed ours.
 			time.Sleep(100 * time.Millisecond)
 			for i := range 3 {
-				if _, name := i8Hold(t, p.Addr()); name != "b" {
+				if _, name := holdOpen(t, p.Addr()); name != "b" {
 					t.Fatalf("new connection %d went to %s with a holding 3 and b %d; want b", i, name, i)
 				}
 			}
 			// Now 3/3 again; release two of a's: the next two go to a.
 			for _, c := range held["a"][:2] {
-				i8Release(t, c)
+				releaseHeld(t, c)
 			}
 			time.Sleep(100 * time.Millisecond)
 			for i := range 2 {
-				if _, name := i8Hold(t, p.Addr()); name != "a" {
+				if _, name := holdOpen(t, p.Addr()); name != "a" {
 					t.Fatalf("new connection %d went to %s with a holding %d and b 3; want a", i, name, 1+i)
 				}
 			}
@@ -104,11 +102,11 @@ func TestIssue8LeastConnectionsFollowsHeld(t *testing.T) {
 	}
 }
 
-// TestIssue8SourceHash: two independent bal processes with the same backend
+// TestBalanceSourceHash: two independent bal processes with the same backend
 // list send each of 1,000 client addresses to the same backend; removing one
 // of the four backends (a reload) moves at most 30 % of the clients, and
 // almost only those of the removed backend.
-func TestIssue8SourceHash(t *testing.T) {
+func TestBalanceSourceHash(t *testing.T) {
 	const clients = 1000
 	for _, eng := range baltest.Engines() {
 		t.Run(eng, func(t *testing.T) {
@@ -118,10 +116,10 @@ func TestIssue8SourceHash(t *testing.T) {
 				addrs = append(addrs, named(t, n).Addr.String())
 			}
 			cfg := baltest.Config{Engine: eng, Method: "source_hash", Backends: addrs}
-			cfg.Port = freePort(t)
-			p1, _ := i8Start(t, cfg)
-			cfg.Port = freePort(t)
-			p2, path2 := i8Start(t, cfg)
+			cfg.Port = baltest.FreePort(t)
+			p1, _ := startShortDrain(t, cfg)
+			cfg.Port = baltest.FreePort(t)
+			p2, path2 := startShortDrain(t, cfg)
 
 			m1 := sourceMap(t, p1.Addr(), clients)
 			m2 := sourceMap(t, p2.Addr(), clients)
@@ -132,7 +130,7 @@ func TestIssue8SourceHash(t *testing.T) {
 				}
 				per[m1[i]]++
 			}
-			t.Logf("%d clients mapped identically by two processes: %s", clients, i8Share(per, names...))
+			t.Logf("%d clients mapped identically by two processes: %s", clients, shares(per, names...))
 			for _, n := range names {
 				if per[n] < clients/8 {
 					t.Fatalf("backend %s got %d of %d clients: the hash does not spread (%v)", n, per[n], clients, per)
@@ -141,7 +139,7 @@ func TestIssue8SourceHash(t *testing.T) {
 
 			// Remove c from instance 2 with a reload.
 			cfg.Backends = []string{addrs[0], addrs[1], addrs[3]}
-			cfg.Runtime = i8Runtime
+			cfg.Runtime = shortDrain
 			baltest.WriteFile(t, path2, cfg.String())
 			if e := p2.Reload(nil); e.Msg != "reloaded" {
 				t.Fatalf("reload: %s", e.Msg)
@@ -188,7 +186,7 @@ func sourceMap(t *testing.T, addr string, n int) []string {
 	for range 8 {
 		wg.Go(func() {
 			for i := range next {
-				out[i], errs[i] = answerFrom(clientAddr(i), addr)
+				out[i], errs[i] = baltest.WhoFrom(clientAddr(i), addr)
 			}
 		})
 	}
@@ -203,19 +201,4 @@ func sourceMap(t *testing.T, addr string, n int) []string {
 		}
 	}
 	return out
-}
-
-func answerFrom(src netip.Addr, addr string) (string, error) {
-	d := net.Dialer{Timeout: 2 * time.Second, LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0))}
-	c, err := d.Dial("tcp", addr)
-	if err != nil {
-		return "", err
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
-	b, err := io.ReadAll(c)
-	if err == nil && len(b) == 0 {
-		err = fmt.Errorf("no answer")
-	}
-	return string(b), err
 }

@@ -17,7 +17,7 @@ import (
 	"github.com/bal-lb/bal/engine/enginetest"
 )
 
-// Black-box tests of issue 8's PROXY protocol: the real binary, a Go backend
+// Black-box tests of the PROXY protocol: the real binary, a Go backend
 // that records what arrives before the client's bytes.
 
 // seenByBackend is one proxied connection as the backend saw it.
@@ -71,7 +71,7 @@ func headerLen(version string, b []byte) (int, error) {
 	return n, nil
 }
 
-func TestIssue8ProxyProtocol(t *testing.T) {
+func TestProxyProtocolBlackBox(t *testing.T) {
 	tests := []struct {
 		version, bind string
 	}{
@@ -91,11 +91,11 @@ func TestIssue8ProxyProtocol(t *testing.T) {
 
 func testProxyHeader(t *testing.T, eng, version, bind string) {
 	backend, seen := proxyBackend(t, version)
-	port := freePort(t)
+	port := baltest.FreePort(t)
 	if bind == "::1" {
-		port = i8Free6(t)
+		port = freePort6(t)
 	}
-	i8StartOn(t, baltest.Config{Port: port, Engine: eng, Backends: []string{backend.Addr.String()}, Runtime: []string{"proxy_protocol: " + version}}, bind)
+	startShortDrainOn(t, baltest.Config{Port: port, Engine: eng, Backends: []string{backend.Addr.String()}, Runtime: []string{"proxy_protocol: " + version}}, bind)
 	balAddr := netip.AddrPortFrom(netip.MustParseAddr(bind), uint16(port))
 
 	const msg = "GET / HTTP/1.0\r\n\r\nclient bytes"

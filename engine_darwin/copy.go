@@ -11,7 +11,7 @@ import (
 )
 
 // chunkSize bounds what one copy step moves, and so the bytes in flight per
-// direction (SPEC §3.1: ≤ 64 KiB) and how often progress is observed.
+// direction (≤ 64 KiB, docs/design.md#relay-semantics) and how often progress is observed.
 const chunkSize = 64 << 10
 
 // copier makes the per-direction copy step. spliceCopier is used on Linux,

@@ -11,7 +11,7 @@ import (
 // ---- pipes ----
 
 // pipeSize is the capacity asked for every pipe: the most bytes in flight
-// per direction (SPEC §3.1 targets ≤ 64 KiB).
+// per direction (docs/design.md#relay-semantics: ≤ 64 KiB).
 const pipeSize = 64 << 10
 
 // maxPooledPipes bounds the empty pipes a loop keeps for reuse.

@@ -55,7 +55,7 @@ func TestCheckGolden(t *testing.T) {
 				}
 				for _, k := range []string{"config_path", "mode", "valid", "errors", "warnings", "backend_count"} {
 					if _, ok := doc[k]; !ok {
-						t.Errorf("JSON lacks the SPEC field %q", k)
+						t.Errorf("JSON lacks the stable field %q", k)
 					}
 				}
 			}

@@ -38,7 +38,7 @@ Exit codes: 0 valid; 1 invalid or missing, or warnings under --strict.`,
 	}
 }
 
-// checkResult is bal check's JSON document (SPEC §5). errors, warnings and
+// checkResult is bal check's JSON document (docs/configuration.md#check-output). errors, warnings and
 // warning_details are always arrays, mode is null when it is not known.
 type checkResult struct {
 	ConfigPath     string         `json:"config_path"`

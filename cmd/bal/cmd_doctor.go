@@ -47,7 +47,7 @@ type doctorCheck struct {
 	Hint    *string `json:"hint"`
 }
 
-// doctorJSON is bal doctor's JSON document (SPEC §5) plus extras.
+// doctorJSON is bal doctor's JSON document (docs/operations.md#bal-doctor).
 type doctorJSON struct {
 	Overall        string         `json:"overall"`
 	Checks         []doctorCheck  `json:"checks"`

@@ -40,8 +40,8 @@ Exit codes: 0 running; 3 not running.`,
 	}
 }
 
-// statusJSON is bal status's JSON document (SPEC §5). Live fields are null
-// when no bal runs; extra fields follow the SPEC's.
+// statusJSON is bal status's JSON document (docs/operations.md#bal-status). Live fields are null
+// when no bal runs; fields beyond the stable ones follow them.
 type statusJSON struct {
 	Running          bool            `json:"running"`
 	PID              *int            `json:"pid"`
@@ -79,7 +79,7 @@ type statusJSON struct {
 	live             *control.Status // nil when not running or not answering
 }
 
-// statusBackend is one entry of backends[] (SPEC §5) plus extras.
+// statusBackend is one entry of backends[] (docs/operations.md#bal-status).
 type statusBackend struct {
 	Address       string           `json:"address"`
 	Reachable     bool             `json:"reachable"`

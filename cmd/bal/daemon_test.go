@@ -108,7 +108,7 @@ func (d *daemonEnv) kill() {
 }
 
 // statusDoc decodes bal status --json into a generic map (to check that
-// every SPEC field is present, null or not) and into typed values.
+// every stable field is present, null or not) and into typed values.
 func (d *daemonEnv) status() (int, map[string]any, statusWire) {
 	d.t.Helper()
 	code, stdout, stderr := d.bal("status", "--json")
@@ -164,8 +164,8 @@ type statusWire struct {
 	State          *string `json:"state"`
 }
 
-// specStatusFields are the status JSON names of SPEC §5.
-var specStatusFields = []string{"running", "pid", "config_path", "bind_address", "port", "method", "engine", "uptime_s",
+// stableStatusFields are the status JSON names that must not change (docs/operations.md#bal-status).
+var stableStatusFields = []string{"running", "pid", "config_path", "bind_address", "port", "method", "engine", "uptime_s",
 	"backend_total", "backend_reachable", "backends", "active_connections", "total_connections", "last_check_time",
 	"protection_mode", "last_reload", "reloads", "reload_failures"}
 
@@ -274,7 +274,7 @@ func TestDaemonLifecycle(t *testing.T) {
 		doc, w := d.waitStatus("1 active and 4 total connections", func(w statusWire) bool {
 			return w.Active != nil && *w.Active == 1 && *w.Total == 4 && w.LastCheckTime != nil
 		})
-		for _, k := range specStatusFields {
+		for _, k := range stableStatusFields {
 			if _, ok := doc[k]; !ok {
 				t.Errorf("status --json lacks %q", k)
 			}
@@ -459,7 +459,7 @@ func TestDaemonLifecycle(t *testing.T) {
 		if code != exitNotRunning || w.Running || w.PID != nil || w.ConfigPath != filepath.Join(d.home, "config.yaml") {
 			t.Errorf("status after stop: exit %d, %v", code, doc)
 		}
-		for _, k := range specStatusFields {
+		for _, k := range stableStatusFields {
 			v, ok := doc[k]
 			if !ok {
 				t.Errorf("stopped status lacks %q", k)

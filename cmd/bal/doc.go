@@ -1,5 +1,5 @@
 // Command bal is an L4 (TCP) load balancer. This package is its command
-// line (SPEC §1): one file per command (cmd_start.go, cmd_stop.go,
+// line (docs/commands.md): one file per command (cmd_start.go, cmd_stop.go,
 // cmd_graceful.go, cmd_check.go, cmd_doctor.go, cmd_status.go), the
 // dispatcher in main.go and the shared human/JSON output helpers in
 // report.go.

@@ -27,7 +27,7 @@ import (
 // running bal's view when one answers, else from this host and the config
 // file. The command itself (flags, output) is cmd_doctor.go.
 
-// Check levels (SPEC §5).
+// Check levels (docs/operations.md#bal-doctor).
 const (
 	checkOK       = "ok"
 	checkWarn     = "warn"
@@ -52,7 +52,7 @@ func (d *diagnosis) add(name, level, summary, hint string) {
 	d.res.Checks = append(d.res.Checks, c)
 }
 
-// doctor runs every check, in SPEC order.
+// doctor runs every check, in the documented order (docs/operations.md#bal-doctor).
 func doctor(ctx context.Context, flagPath string) *doctorJSON {
 	f := findInstance(ctx)
 	d := &diagnosis{f: f, live: f.live, res: &doctorJSON{Checks: []doctorCheck{}}}

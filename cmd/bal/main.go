@@ -135,7 +135,7 @@ func helpCommand(e *env, args []string) int {
 	}
 }
 
-// usageError prints the one-line hint of SPEC §1 and returns exit code 2.
+// usageError prints the one-line hint (docs/commands.md#usage) and returns exit code 2.
 func usageError(e *env, who, msg, hint string) int {
 	fmt.Fprintf(e.stderr, "%s: %s (see '%s')\n", who, oneLine(msg), hint)
 	return exitUsage

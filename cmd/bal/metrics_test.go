@@ -19,11 +19,11 @@ import (
 
 // Black-box test of the metrics: the real binary's runtime.metrics_address
 // listener and its control socket's GET /metrics
-// serve every SPEC §7 metric, and the values follow real traffic, failures,
+// serve every stable metric, and the values follow real traffic, failures,
 // health and reloads.
 
 // scraper GETs /metrics from a running bal and parses it strictly; every
-// scrape must hold every SPEC §7 series for the configured backends.
+// scrape must hold every stable series for the configured backends.
 type scraper struct {
 	client   *http.Client
 	url      string
@@ -62,7 +62,7 @@ func (s *scraper) scrape(t *testing.T) *metricstest.Exposition {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, body)
 	}
-	if err := metricstest.CheckSpec(x, s.backends); err != nil {
+	if err := metricstest.CheckStable(x, s.backends); err != nil {
 		t.Fatalf("%v\n%s", err, body)
 	}
 	return x

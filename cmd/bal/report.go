@@ -15,7 +15,7 @@ const (
 )
 
 // report is the human output shape shared by check, doctor and status
-// (SPEC §5): a "bal <command>" header, two-space-indented "key: value"
+// (docs/commands.md#output): a "bal <command>" header, two-space-indented "key: value"
 // lines, four-space-indented list items, and at the end either "next: ..."
 // or the triplet what_happened / why_likely / do_this_now.
 type report struct {

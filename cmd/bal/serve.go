@@ -25,7 +25,7 @@ import (
 // rootWarning is logged once when bal starts as root.
 const rootWarning = "running as root: bal needs no privileges; run it as a dedicated user"
 
-// Files of SPEC §4, inside $BAL_HOME.
+// Files inside $BAL_HOME (docs/operations.md#files).
 const (
 	pidFileName = "bal.pid"
 	sockName    = "bal.sock"
@@ -33,7 +33,7 @@ const (
 )
 
 // loadForStart finds the config for bal start: -c as given (it must exist),
-// else the lookup order of SPEC §1, writing the default file into $BAL_HOME
+// else the lookup order (docs/configuration.md#file-lookup), writing the default file into $BAL_HOME
 // when no file exists anywhere.
 func loadForStart(e *env, flagPath string) (*config.Snapshot, string, error) {
 	home, err := config.Home()

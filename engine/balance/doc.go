@@ -1,4 +1,4 @@
-// Package balance holds bal's balancing methods (SPEC §3.2) as pure code:
+// Package balance holds bal's balancing methods (docs/design.md#balancing-methods) as pure code:
 // each is a small struct behind the one-method Balancer interface, built from
 // the backends' keys and weights of one pool and asked, per pick, which index
 // to use among those a View says are eligible now.

@@ -2,7 +2,7 @@ package balance
 
 // LeastConnections picks the eligible backend with the fewest active
 // connections relative to its weight (with equal weights: the fewest active
-// connections, SPEC §3.2), like nginx's and HAProxy's least-connections.
+// connections, docs/design.md#balancing-methods), like nginx's and HAProxy's least-connections.
 // Ties are broken in smooth weighted round-robin order, so idle backends are
 // used in proportion to their weights and equal ones in turn.
 type LeastConnections struct {

@@ -1,4 +1,4 @@
-// Package health runs bal's active health checks (SPEC §3.4): every
+// Package health runs bal's active health checks (docs/design.md#health-checks): every
 // backend of the current config is checked in parallel with a plain TCP
 // connect (closed at once) within health_check_timeout, the first round at
 // start-up and then every health_check_interval, rounds never overlapping.

@@ -1,5 +1,5 @@
 // Package metrics renders a running bal's live status (server.Status) as a
-// Prometheus text exposition, format 0.0.4: the metrics of SPEC §7 plus a few
+// Prometheus text exposition, format 0.0.4: the stable metrics of docs/metrics.md plus a few
 // extras, each family with one HELP and one TYPE line, in a fixed order
 // (backends in config order), so two scrapes of the same state are byte for
 // byte identical.

@@ -37,7 +37,7 @@ func Handler(status func() server.Status, version string) http.Handler {
 	})
 }
 
-// Label values of the SPEC §7 metrics.
+// Label values of the stable metrics (docs/metrics.md#stable-metrics).
 const (
 	DirectionClientToBackend = "client_to_backend"
 	DirectionBackendToClient = "backend_to_client"

@@ -12,7 +12,7 @@ import (
 )
 
 // maxTriesProtected is how many backends one connection may try while
-// protection mode is on (SPEC §3.5).
+// protection mode is on (docs/design.md#protection-mode).
 const maxTriesProtected = 2
 
 // connState is one connection's failover bookkeeping, kept in
@@ -110,7 +110,7 @@ func (p *Policy) connOf(c *engine.ConnInfo) *connState {
 	return cs
 }
 
-// Pick returns the next backend address to try (SPEC §3.3): the next
+// Pick returns the next backend address to try (docs/design.md#connect-and-failover): the next
 // address of a hostname backend whose previous address failed; else the
 // balancer's pick among healthy backends not cooling down and not tried;
 // else an unhealthy backend not cooling down and not tried, in config

@@ -1,6 +1,6 @@
 // Package policy is bal's engine.Policy: the one object an engine talks to.
 // It composes the backend pool, the balancing method, connect failover with
-// cooldowns (SPEC §3.3), passive and active health checking (§3.4),
+// cooldowns, passive and active health checking,
 // protection mode (§3.5), admission control and the access log, and it
 // applies reloads live (§3.6).
 //

@@ -9,7 +9,7 @@ import (
 	"github.com/bal-lb/bal/engine/pool"
 )
 
-// Status is the live state for `bal status` (SPEC §5) and metrics (§7).
+// Status is the live state for `bal status` (docs/operations.md#bal-status) and metrics (docs/metrics.md).
 type Status struct {
 	Method   config.Method
 	Backends []BackendStatus // config order

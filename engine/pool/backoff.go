@@ -2,7 +2,7 @@ package pool
 
 import "time"
 
-// Backoff holds the failover settings that size a cooldown (SPEC §3.3).
+// Backoff holds the failover settings that size a cooldown (docs/design.md#connect-and-failover).
 type Backoff struct {
 	Initial  time.Duration // failover_backoff_initial_ms
 	Max      time.Duration // failover_backoff_max_ms

@@ -1,4 +1,4 @@
-// Package protect is bal's protection mode (SPEC §3.5) as a pure state
+// Package protect is bal's protection mode (docs/design.md#protection-mode) as a pure state
 // machine fed with proxy connect outcomes and an injected clock.
 //
 // Protection turns on when protection_trigger_threshold timeout/refused

@@ -213,7 +213,7 @@ func (s *Server) startListener(ctx context.Context, snap *config.Snapshot) (*lis
 
 func (s *Server) startEngine(ctx context.Context, impl Engine, addr netip.AddrPort, backlog int) (*listener, error) {
 	// A bind without SO_REUSEPORT first: a port held by anyone, another
-	// bal with SO_REUSEPORT included, is "in use" (SPEC §3.1).
+	// bal with SO_REUSEPORT included, is "in use" (docs/design.md#relay-semantics).
 	if err := engine.ProbeBind(addr); err != nil {
 		return nil, err
 	}
@@ -399,7 +399,7 @@ func (s *Server) reject(err error) (*ReloadResult, error) {
 	return r, err
 }
 
-// Reload applies next live (SPEC §3.6). On any error nothing changes and the
+// Reload applies next live (docs/design.md#reload). On any error nothing changes and the
 // error wraps ErrReloadRejected.
 func (s *Server) Reload(ctx context.Context, next *config.Snapshot) (*ReloadResult, error) {
 	s.reloadMu.Lock()

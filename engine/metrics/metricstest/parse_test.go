@@ -173,8 +173,8 @@ func TestCheckSpec(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := CheckSpec(x, backends); (err == nil) != tt.ok {
-				t.Fatalf("CheckSpec = %v, want ok=%v", err, tt.ok)
+			if err := CheckStable(x, backends); (err == nil) != tt.ok {
+				t.Fatalf("CheckStable = %v, want ok=%v", err, tt.ok)
 			}
 		})
 	}
@@ -196,8 +196,8 @@ func TestCheckSpec(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := CheckSpec(x, backends); !errors.Is(err, ErrFormat) {
-				t.Fatalf("CheckSpec accepted it: %v", err)
+			if err := CheckStable(x, backends); !errors.Is(err, ErrFormat) {
+				t.Fatalf("CheckStable accepted it: %v", err)
 			}
 		})
 	}

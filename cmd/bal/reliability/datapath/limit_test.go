@@ -15,7 +15,7 @@ import (
 )
 
 // TestMaxConnectionsReject is research test 22 with bal's only policy,
-// overload_policy: reject (SPEC §3.1: connections beyond
+// overload_policy: reject (docs/design.md#relay-semantics: connections beyond
 // max_concurrent_connections are reset at once and counted in
 // rejected_connections; there is no queue). Limit M, M+E silent
 // connections: the backend sees exactly M, the E extra are reset within

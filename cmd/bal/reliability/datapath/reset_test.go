@@ -16,7 +16,7 @@ import (
 // TestResetPropagation is research test 18. (a) The backend resets
 // (SO_LINGER 0, close) in the middle of a download: the client's
 // connection must end within 1 s, and should end with ECONNRESET rather
-// than a clean EOF (SPEC §3.1: a reset from either side resets the other),
+// than a clean EOF (docs/design.md#relay-semantics: a reset from either side resets the other),
 // so that a truncated stream cannot pass as complete. (b) The client
 // resets in the middle of an upload: the backend must see a reset or EOF
 // within 1 s. Afterwards bal holds no socket of these connections (no

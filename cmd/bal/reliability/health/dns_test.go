@@ -26,7 +26,7 @@ const backendName = "backend.bal.test"
 // needed) points at a DNS responder of the test on 127.0.0.1:53 there; the
 // name first answers 127.0.0.2, then 127.0.0.3, each running a backend
 // process on the same port, with TTL 1 s. bal re-resolves hostnames every
-// health interval (SPEC §3.3; Go's resolver caches nothing). Pass: new
+// health interval (docs/design.md#connect-and-failover; Go's resolver caches nothing). Pass: new
 // connections reach the new address ≤ TTL + i + 1 s after the change; a
 // connection opened to the old address before the change still moves
 // 1 MiB byte-exact afterwards; then SERVFAIL and then unanswered queries

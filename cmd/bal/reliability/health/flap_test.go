@@ -73,7 +73,7 @@ func TestFlappingBackend(t *testing.T) {
 	}
 	// Closing a listener resets the connections still in its accept queue:
 	// bal had connected them (the kernel completed the handshake), then B
-	// reset them, and bal passes a reset on (SPEC §3.1). Those are the
+	// reset them, and bal passes a reset on (docs/design.md#relay-semantics). Those are the
 	// fault's, not bal's; every other connection must succeed.
 	_, failedAll := baltest.Tally(res, time.Time{}, time.Now())
 	var failed []baltest.Outcome
@@ -109,7 +109,7 @@ func TestFlappingBackend(t *testing.T) {
 
 // Test 12b: every backend stops. Pass: every new client connection is
 // closed or refused in < 100 ms (no hang; the fast variant allows 300 ms on
-// this shared machine and records the figure) — bal fails fast (SPEC §3.3:
+// this shared machine and records the figure) — bal fails fast (docs/design.md#connect-and-failover:
 // all failed → close the client) —, status says no backend is reachable,
 // and the first proxied connection succeeds ≤ i×r + 1 s after one backend
 // returns.

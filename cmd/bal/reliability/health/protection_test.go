@@ -28,16 +28,16 @@ const (
 //     engages within window + 1 s of the spike and logs it once; B's
 //     cooldown never exceeds its documented cap (failover_backoff_max,
 //     doubled while protection is on); backend connect attempts ≤ 3 ×
-//     client connections (SPEC §3.3: each backend at most once per
+//     client connections (docs/design.md#connect-and-failover: each backend at most once per
 //     connection, 2 while protected — no retry amplification); protection
 //     is off within window + 1 s after the spike; ≤ 1 engage/disengage
 //     cycle per spike, and at most 2 "reason changed" lines (to the storm
 //     and back to all_backends_unavailable: the reason must not ping-pong
 //     while one storm goes on). Clients whose every try was reset, or who
 //     found every backend cooling down, do fail: counted, not bounded (see
-//     the report: SPEC §3.3 skips backends in cooldown).
+//     the report: failover skips backends in cooldown).
 //   - OneBackend: the resets (and the drop) hit only B. bal documents
-//     protection mode as a storm detector (SPEC §3.5) and takes a single
+//     protection mode as a storm detector (docs/design.md#protection-mode) and takes a single
 //     failing backend out with cooldowns and passive health first, so the
 //     pass here is: 0 client failures, no retry amplification, B's cooldown
 //     within its cap, and at most one protection cycle (normally none).

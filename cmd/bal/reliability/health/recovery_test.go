@@ -14,7 +14,7 @@ import (
 // soak 30 s), and is started again under a steady load. Pass: B UP within
 // i×r + 1 s; in the first 5 s after UP B's share of new connections is at
 // most 1/3 + 5 points (round robin must not "catch up"); B's cooldown and
-// failover streak are cleared once it is UP. bal has no slow start (SPEC
+// failover streak are cleared once it is UP. bal has no slow start (docs/design.md#health-checks
 // §3.4), so the ramp part of the research figure does not apply: B gets its
 // plain 1/3 at once.
 func TestRecoveryWithoutHerd(t *testing.T) {

@@ -19,7 +19,7 @@ import (
 // 2,000/s (connect, 16 B echo, close).
 //
 // bal keeps its listening sockets across every reload except one that
-// changes port, bind_address or engine (SPEC §3.6); tcp_backlog changes
+// changes port, bind_address or engine (docs/design.md#reload); tcp_backlog changes
 // re-listen the same sockets. So:
 //
 //   - backlog: reloads flipping tcp_backlog on the same port. Pass: 0

@@ -217,7 +217,7 @@ func errName(err error) string {
 // off (10 min), drain_timeout_ms D (soak 5000, fast 1500). Pass: after
 // SIGTERM bal exits at D ± 1 s with code 0 and every client has seen EOF or
 // a reset by then. A second SIGTERM 300 ms after the first (fresh instance,
-// same 100 connections) makes bal exit ≤ 1 s later with code 1 (SPEC §3.7),
+// same 100 connections) makes bal exit ≤ 1 s later with code 1 (docs/design.md#shutdown),
 // and so does a second `bal stop` after one that timed out.
 func TestDrainDeadline(t *testing.T) {
 	for _, eng := range baltest.Engines() {

@@ -7,17 +7,18 @@ import (
 	"strings"
 )
 
-// SpecFamily is one metric of SPEC §7: its type and, per label, the values
-// it must take (nil for backend, which takes the configured addresses).
-type SpecFamily struct {
+// StableFamily is one stable metric (docs/metrics.md#stable-metrics): its
+// type and, per label, the values it must take (nil for backend, which takes
+// the configured addresses).
+type StableFamily struct {
 	Name   string
 	Type   string
 	Labels map[string][]string
 }
 
-// Spec lists the metrics of SPEC §7. Their names, types and labels must not
+// Stable lists the stable metrics. Their names, types and labels must not
 // change.
-var Spec = []SpecFamily{
+var Stable = []StableFamily{
 	{"bal_connections_active", "gauge", nil},
 	{"bal_connections_total", "counter", nil},
 	{"bal_connections_rejected_total", "counter", nil},
@@ -29,13 +30,13 @@ var Spec = []SpecFamily{
 	{"bal_reloads_total", "counter", map[string][]string{"result": {"ok", "error"}}},
 }
 
-// CheckSpec reports how x falls short of SPEC §7 for the configured
+// CheckStable reports how x falls short of the stable metrics for the configured
 // backends (as "host:port", config order): a family missing or of the wrong
-// type, a series missing, a label set other than the spec's, or a label value
+// type, a series missing, a label set other than the listed one, or a label value
 // outside it. nil means every metric is there with every series.
-func CheckSpec(x *Exposition, backends []string) error {
+func CheckStable(x *Exposition, backends []string) error {
 	var problems []string
-	for _, sf := range Spec {
+	for _, sf := range Stable {
 		f := x.Family(sf.Name)
 		if f == nil {
 			problems = append(problems, sf.Name+": missing")
@@ -73,7 +74,7 @@ func CheckSpec(x *Exposition, backends []string) error {
 		}
 	}
 	if len(problems) > 0 {
-		return fmt.Errorf("%w: not SPEC §7:\n  %s", ErrFormat, strings.Join(problems, "\n  "))
+		return fmt.Errorf("%w: missing stable metrics:\n  %s", ErrFormat, strings.Join(problems, "\n  "))
 	}
 	return nil
 }

@@ -19,7 +19,7 @@ func statusOf(snap *config.Snapshot) *control.Status {
 	}
 	st := control.StatusFrom(server.Status{
 		BindAddress: snap.BindAddress, Port: snap.Port, Method: string(snap.Method),
-		Policy: policy.Status{Method: snap.Method, Backends: bs},
+		Policy: policy.Status{Method: snap.Method, Pools: []policy.PoolStatus{{Name: config.DefaultServiceName, Backends: bs}}},
 	}, snap, time.Now())
 	return &st
 }

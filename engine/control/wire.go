@@ -143,8 +143,8 @@ func StatusFrom(st server.Status, snap *config.Snapshot, now time.Time) Status {
 		Method:            st.Method,
 		Engine:            st.Engine,
 		Started:           st.Started.UTC(),
-		BackendTotal:      len(p.Backends),
-		Backends:          make([]Backend, 0, len(p.Backends)),
+		BackendTotal:      len(p.DefaultBackends()),
+		Backends:          make([]Backend, 0, len(p.DefaultBackends())),
 		ActiveConnections: p.Active,
 		TotalConnections:  p.Total,
 		// The policy counts every refusal: its own (Admit) and the
@@ -185,7 +185,7 @@ func StatusFrom(st server.Status, snap *config.Snapshot, now time.Time) Status {
 		out.TCPBacklog = snap.Runtime.TCPBacklog
 		out.AccessLog = snap.Runtime.AccessLog
 	}
-	for _, b := range p.Backends {
+	for _, b := range p.DefaultBackends() {
 		wb := Backend{
 			Address:           b.Address,
 			Reachable:         b.Reachable,

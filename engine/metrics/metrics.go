@@ -99,27 +99,27 @@ func Append(dst []byte, st server.Status, version string) []byte {
 	e.sample("bal_bytes_total", labels{"direction", DirectionBackendToClient}, st.BytesOut)
 
 	e.family("bal_backend_up", "gauge", "1 when the backend is reachable (health after the fail/success thresholds), else 0.")
-	for _, b := range p.Backends {
+	for _, b := range p.DefaultBackends() {
 		e.sample("bal_backend_up", labels{"backend", b.Address}, boolNum(b.Reachable))
 	}
 
 	e.family("bal_backend_weight", "gauge", "Configured weight of the backend.")
-	for _, b := range p.Backends {
+	for _, b := range p.DefaultBackends() {
 		e.sample("bal_backend_weight", labels{"backend", b.Address}, uint64(max(b.Weight, 0)))
 	}
 
 	e.family("bal_backend_connections_active", "gauge", "Client connections relayed to the backend now.")
-	for _, b := range p.Backends {
+	for _, b := range p.DefaultBackends() {
 		e.sample("bal_backend_connections_active", labels{"backend", b.Address}, nonNeg(b.Active))
 	}
 
 	e.family("bal_backend_connections_total", "counter", "Client connections relayed to the backend since it was configured.")
-	for _, b := range p.Backends {
+	for _, b := range p.DefaultBackends() {
 		e.sample("bal_backend_connections_total", labels{"backend", b.Address}, b.Total)
 	}
 
 	e.family("bal_backend_connect_failures_total", "counter", "Failed connects from bal to the backend, by reason.")
-	for _, b := range p.Backends {
+	for _, b := range p.DefaultBackends() {
 		e.sample("bal_backend_connect_failures_total", labels{"backend", b.Address, "reason", ReasonTimeout}, b.Counters.Timeout)
 		e.sample("bal_backend_connect_failures_total", labels{"backend", b.Address, "reason", ReasonRefused}, b.Counters.Refused)
 		e.sample("bal_backend_connect_failures_total", labels{"backend", b.Address, "reason", ReasonOther}, b.Counters.Other)

@@ -40,11 +40,11 @@ var statuses = []struct {
 			Policy: policy.Status{
 				Method: config.SourceHash, Active: 5, Total: 1000, Rejected: 7, NoBackend: 2,
 				HealthRounds: 40, LocalFailures: 1, AccessLogDropped: 9,
-				Backends: []policy.BackendStatus{
+				Pools: []policy.PoolStatus{{Name: config.DefaultServiceName, Backends: []policy.BackendStatus{
 					{Address: "10.0.0.1:8080", Reachable: true, Weight: 3, Active: 4, Total: 700, Counters: pool.Counters{Timeout: 1}},
 					{Address: "[::1]:9000", Reachable: false, Weight: 1, Active: 0, Total: 250, Counters: pool.Counters{Timeout: 2, Refused: 30, Other: 4}},
 					{Address: "app-a.internal:9100", Reachable: true, Weight: 256, Active: 1, Total: 50},
-				},
+				}}},
 			},
 		},
 		backends: []string{"10.0.0.1:8080", "[::1]:9000", "app-a.internal:9100"},
@@ -59,9 +59,9 @@ var statuses = []struct {
 			Policy: policy.Status{
 				Active:     -1, // a transient negative count never shows as a huge number
 				Protection: policy.ProtectionStatus{Enabled: true, Reason: "all_backends_unavailable", Transitions: 3},
-				Backends: []policy.BackendStatus{
+				Pools: []policy.PoolStatus{{Name: config.DefaultServiceName, Backends: []policy.BackendStatus{
 					{Address: "127.0.0.1:9000", Weight: 1, Counters: pool.Counters{Refused: 12}},
-				},
+				}}},
 			},
 		},
 		backends: []string{"127.0.0.1:9000"},
@@ -205,7 +205,7 @@ func TestLabelEscaping(t *testing.T) {
 func roundTrip(t *testing.T, backend string) string {
 	t.Helper()
 	var buf bytes.Buffer
-	Write(&buf, server.Status{Policy: policy.Status{Backends: []policy.BackendStatus{{Address: backend, Reachable: true}}}})
+	Write(&buf, server.Status{Policy: policy.Status{Pools: []policy.PoolStatus{{Name: config.DefaultServiceName, Backends: []policy.BackendStatus{{Address: backend, Reachable: true}}}}}})
 	x, err := metricstest.Parse(buf.String())
 	if err != nil {
 		t.Fatalf("backend %q: %v\n%s", backend, err, buf.String())

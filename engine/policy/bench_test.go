@@ -14,7 +14,7 @@ import (
 func BenchmarkConnection(b *testing.B) {
 	for _, m := range []config.Method{config.RoundRobin, config.LeastConnections, config.RandomTwo, config.SourceHash} {
 		b.Run(string(m), func(b *testing.B) {
-			p := New(snapshot(m, nil, five()...), Options{})
+			p := New(service(m, nil, five()...), Options{})
 			ci := &engine.ConnInfo{Client: netip.MustParseAddrPort("192.0.2.1:4000")}
 			b.ReportAllocs()
 			for b.Loop() {
@@ -34,7 +34,7 @@ func BenchmarkConnection(b *testing.B) {
 
 // BenchmarkFailover is one connection whose first backend refuses.
 func BenchmarkFailover(b *testing.B) {
-	p := New(snapshot(config.RoundRobin, func(r *config.Runtime) {
+	p := New(service(config.RoundRobin, func(r *config.Runtime) {
 		r.BackendCooldown, r.FailoverBackoffInitial, r.FailoverBackoffMax = 0, 1, 1 // no cooldown to speak of
 		r.HealthCheckFailThreshold = 1 << 30
 		r.ProtectionTriggerThreshold = 1 << 20

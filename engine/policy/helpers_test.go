@@ -71,13 +71,13 @@ func be(host string, port, weight int) config.Backend {
 	return config.Backend{Host: host, Port: port, Weight: weight}
 }
 
-// snapshot builds a snapshot with the auto-tuned runtime; tune edits it.
-func snapshot(m config.Method, tune func(*config.Runtime), bs ...config.Backend) *config.Snapshot {
+// service builds a service with the auto-tuned runtime; tune edits it.
+func service(m config.Method, tune func(*config.Runtime), bs ...config.Backend) *config.Service {
 	rt := config.Profile(len(bs))
 	if tune != nil {
 		tune(&rt)
 	}
-	return &config.Snapshot{Mode: config.ModeAdvanced, Port: 9295, BindAddress: "127.0.0.1", Method: m, Backends: bs, Runtime: rt}
+	return &config.Service{Name: config.DefaultServiceName, Protocol: config.TCP, Port: 9295, BindAddress: "127.0.0.1", Method: m, Backends: bs, Runtime: rt}
 }
 
 type fixture struct {
@@ -86,7 +86,7 @@ type fixture struct {
 	log *logBuf
 }
 
-func newFixture(t *testing.T, s *config.Snapshot, o Options) *fixture {
+func newFixture(t *testing.T, s *config.Service, o Options) *fixture {
 	t.Helper()
 	f := &fixture{clk: newClock(), log: &logBuf{}}
 	if o.Logger == nil {
@@ -162,7 +162,7 @@ func ok(engine.Target) error { return nil }
 
 func (f *fixture) backend(t *testing.T, addr string) BackendStatus {
 	t.Helper()
-	for _, b := range f.p.Status().Backends {
+	for _, b := range f.p.Status().DefaultBackends() {
 		if b.Address == addr {
 			return b
 		}

@@ -69,9 +69,10 @@ type Policy struct {
 	conns sync.Pool // *connState
 }
 
-// state is everything derived from one snapshot; swapped atomically.
+// state is everything derived from one service's config; swapped
+// atomically.
 type state struct {
-	snap      *config.Snapshot
+	svc       *config.Service
 	pool      *pool.Pool
 	bal       balance.Balancer
 	keys      []string
@@ -84,12 +85,12 @@ type state struct {
 	accessLog bool
 }
 
-// New returns a policy serving snap. Nothing runs in the background until
+// New returns a policy serving svc (a nil svc serves no backend). Nothing runs in the background until
 // Run (or RunHealth) is called; until the first health round every backend
 // is served optimistically (see pool.Health).
-func New(snap *config.Snapshot, o Options) *Policy {
-	if snap == nil {
-		snap = &config.Snapshot{Method: config.RoundRobin, Runtime: config.Profile(0)}
+func New(svc *config.Service, o Options) *Policy {
+	if svc == nil {
+		svc = &config.Service{Name: config.DefaultServiceName, Protocol: config.TCP, Method: config.RoundRobin, Runtime: config.Profile(0)}
 	}
 	p := &Policy{log: o.Logger, now: o.Now}
 	if p.log == nil {
@@ -108,21 +109,21 @@ func New(snap *config.Snapshot, o Options) *Policy {
 	p.rejectLog = newRateLog("rejecting connections", rejectLogNames())
 	p.localLog = newRateLog("rejecting connections", localLogNames())
 	p.conns.New = func() any { return new(connState) }
-	p.prot = protect.NewGuard(protectConfig(snap), p.logProtection)
+	p.prot = protect.NewGuard(protectConfig(svc), p.logProtection)
 	p.checker = health.New(p, health.Options{Resolver: o.Resolver, Dial: o.HealthDial, Logger: p.log, Now: p.now})
-	pl, _, _ := pool.New(snap.Backends, nil)
-	p.st.Store(newState(snap, pl, nil))
+	pl, _, _ := pool.New(svc.Backends, nil)
+	p.st.Store(newState(svc, pl, nil))
 	return p
 }
 
-func newState(snap *config.Snapshot, pl *pool.Pool, prev *state) *state {
-	rt := snap.Runtime
+func newState(svc *config.Service, pl *pool.Pool, prev *state) *state {
+	rt := svc.Runtime
 	st := &state{
-		snap:      snap,
+		svc:       svc,
 		pool:      pl,
 		keys:      pl.Keys(),
 		weights:   pl.Weights(),
-		hashed:    snap.Method == config.SourceHash,
+		hashed:    svc.Method == config.SourceHash,
 		maxConns:  int64(rt.MaxConcurrentConnections),
 		backoff:   pool.Backoff{Initial: rt.FailoverBackoffInitial, Max: rt.FailoverBackoffMax, Cooldown: rt.BackendCooldown},
 		rise:      rt.HealthCheckSuccessThreshold,
@@ -131,15 +132,15 @@ func newState(snap *config.Snapshot, pl *pool.Pool, prev *state) *state {
 	}
 	// Same method over the same backends and weights: keep the balancer, so
 	// a reload does not restart the round-robin order or rebuild a table.
-	if prev != nil && prev.snap.Method == snap.Method && slices.Equal(prev.keys, st.keys) && slices.Equal(prev.weights, st.weights) {
+	if prev != nil && prev.svc.Method == svc.Method && slices.Equal(prev.keys, st.keys) && slices.Equal(prev.weights, st.weights) {
 		st.bal = prev.bal
 	} else {
-		st.bal = balance.New(snap.Method, st.keys, st.weights)
+		st.bal = balance.New(svc.Method, st.keys, st.weights)
 	}
 	return st
 }
 
-func protectConfig(s *config.Snapshot) protect.Config {
+func protectConfig(s *config.Service) protect.Config {
 	return protect.Config{
 		Threshold:       s.Runtime.ProtectionTriggerThreshold,
 		Window:          s.Runtime.ProtectionWindow,
@@ -150,10 +151,10 @@ func protectConfig(s *config.Snapshot) protect.Config {
 // mono converts a clock reading to the monotonic nanoseconds of cooldowns.
 func (p *Policy) mono(t time.Time) int64 { return int64(t.Sub(p.base)) }
 
-// Snapshot returns the snapshot in force.
-func (p *Policy) Snapshot() *config.Snapshot { return p.st.Load().snap }
+// Service returns the service config in force.
+func (p *Policy) Service() *config.Service { return p.st.Load().svc }
 
-// Apply swaps in a reloaded snapshot. Backends kept across the reload (same
+// Apply swaps in the service's reloaded config. Backends kept across the reload (same
 // Key) keep their health, counters, cooldown and open connections, with the
 // new weight. New backends start unknown — served optimistically, like at
 // start-up — and a health round is triggered at once so they are checked
@@ -162,28 +163,28 @@ func (p *Policy) Snapshot() *config.Snapshot { return p.st.Load().snap }
 // protection settings and the access log switch change live. Connections
 // already admitted finish their failover on the backend list they started
 // with. Apply never blocks on the data path.
-func (p *Policy) Apply(snap *config.Snapshot) {
-	if snap == nil {
+func (p *Policy) Apply(svc *config.Service) {
+	if svc == nil {
 		return
 	}
 	p.applyMu.Lock()
 	defer p.applyMu.Unlock()
 	old := p.st.Load()
-	pl, added, removed := pool.New(snap.Backends, old.pool)
-	p.st.Store(newState(snap, pl, old))
-	p.prot.SetConfig(protectConfig(snap))
+	pl, added, removed := pool.New(svc.Backends, old.pool)
+	p.st.Store(newState(svc, pl, old))
+	p.prot.SetConfig(protectConfig(svc))
 	for _, b := range added {
 		p.log.Info("backend added", slog.String("backend", b.Name()))
 	}
 	for _, b := range removed {
 		p.log.Info("backend removed", slog.String("backend", b.Name()), slog.Int64("active_connections", b.Active()))
 	}
-	if old.snap.Method != snap.Method {
-		p.log.Info("balancing method changed", slog.String("method", string(snap.Method)), slog.String("previous", string(old.snap.Method)))
+	if old.svc.Method != svc.Method {
+		p.log.Info("balancing method changed", slog.String("method", string(svc.Method)), slog.String("previous", string(old.svc.Method)))
 	}
 	// New backends are checked at once; a shorter interval starts now
 	// rather than after the old, longer one runs out.
-	if len(added) > 0 || snap.Runtime.HealthCheckInterval < old.snap.Runtime.HealthCheckInterval {
+	if len(added) > 0 || svc.Runtime.HealthCheckInterval < old.svc.Runtime.HealthCheckInterval {
 		p.checker.Trigger()
 	}
 }
@@ -192,7 +193,7 @@ func (p *Policy) Apply(snap *config.Snapshot) {
 // settings, read by the checker at the start of every round.
 func (p *Policy) HealthRound() health.Round {
 	st := p.st.Load()
-	rt := st.snap.Runtime
+	rt := st.svc.Runtime
 	return health.Round{
 		Backends: st.pool.Backends(),
 		Interval: rt.HealthCheckInterval,
@@ -234,7 +235,7 @@ func (p *Policy) Tick() { p.prot.Tick(p.now()) }
 // protection mode ends after a quiet window even without traffic.
 func (p *Policy) RunTicker(ctx context.Context) {
 	for {
-		w := p.st.Load().snap.Runtime.ProtectionWindow
+		w := p.st.Load().svc.Runtime.ProtectionWindow
 		t := time.NewTimer(min(max(w/10, 50*time.Millisecond), time.Second))
 		select {
 		case <-ctx.Done():

@@ -31,7 +31,7 @@ func five() []config.Backend {
 }
 
 func TestAdmitLimitAndCounts(t *testing.T) {
-	f := newFixture(t, snapshot(config.RoundRobin, func(r *config.Runtime) { r.MaxConcurrentConnections = 3 }, five()[:2]...), Options{})
+	f := newFixture(t, service(config.RoundRobin, func(r *config.Runtime) { r.MaxConcurrentConnections = 3 }, five()[:2]...), Options{})
 	var cs []*conn
 	for range 3 {
 		c := connect(f.p, "192.0.2.1:5000", ok)
@@ -47,8 +47,8 @@ func TestAdmitLimitAndCounts(t *testing.T) {
 	if st.Active != 3 || st.Total != 3 || st.Rejected != 1 {
 		t.Fatalf("active %d total %d rejected %d", st.Active, st.Total, st.Rejected)
 	}
-	if st.Backends[0].Active+st.Backends[1].Active != 3 || st.Backends[0].Total+st.Backends[1].Total != 3 {
-		t.Fatalf("per-backend counts %+v", st.Backends)
+	if st.DefaultBackends()[0].Active+st.DefaultBackends()[1].Active != 3 || st.DefaultBackends()[0].Total+st.DefaultBackends()[1].Total != 3 {
+		t.Fatalf("per-backend counts %+v", st.DefaultBackends())
 	}
 	cs[0].close(f.p)
 	if c := connect(f.p, "192.0.2.1:5002", ok); !c.admitted {
@@ -60,7 +60,7 @@ func TestAdmitLimitAndCounts(t *testing.T) {
 		c.close(f.p)
 	}
 	st = f.p.Status()
-	if st.Active != 0 || st.Total != 4 || st.Backends[0].Active != 0 || st.Backends[1].Active != 0 || st.BytesIn != 40 || st.BytesOut != 80 {
+	if st.Active != 0 || st.Total != 4 || st.DefaultBackends()[0].Active != 0 || st.DefaultBackends()[1].Active != 0 || st.BytesIn != 40 || st.BytesOut != 80 {
 		t.Fatalf("after closing: %+v", st)
 	}
 }
@@ -69,7 +69,7 @@ func TestAdmitLimitAndCounts(t *testing.T) {
 // two engines (an old listener draining and a new one) would.
 func TestAdmitSharedAcrossEngines(t *testing.T) {
 	const limit = 5
-	f := newFixture(t, snapshot(config.RoundRobin, func(r *config.Runtime) { r.MaxConcurrentConnections = limit }, five()[:2]...), Options{})
+	f := newFixture(t, service(config.RoundRobin, func(r *config.Runtime) { r.MaxConcurrentConnections = limit }, five()[:2]...), Options{})
 	var live, peak atomic.Int64
 	var admitted, rejected atomic.Int64
 	var wg sync.WaitGroup
@@ -100,7 +100,7 @@ func TestAdmitSharedAcrossEngines(t *testing.T) {
 func TestFailoverAndCooldownBackoff(t *testing.T) {
 	// 3 backends: initial 300 ms, max 7000 ms, cooldown 700 ms. Passive
 	// health is kept out of the way (fall 100) to watch the cooldown alone.
-	f := newFixture(t, snapshot(config.RoundRobin, func(r *config.Runtime) { r.HealthCheckFailThreshold = 100 }, five()[:3]...), Options{})
+	f := newFixture(t, service(config.RoundRobin, func(r *config.Runtime) { r.HealthCheckFailThreshold = 100 }, five()[:3]...), Options{})
 	warm(f, 3)
 	refuseA := failing(map[string]error{A: errRefused})
 	ms := time.Millisecond
@@ -146,7 +146,7 @@ func TestFailoverAndCooldownBackoff(t *testing.T) {
 
 func TestPassiveHealthAndPhaseTwo(t *testing.T) {
 	// 2 backends: fall 2, rise 1, cooldown 500 ms.
-	f := newFixture(t, snapshot(config.RoundRobin, nil, five()[:2]...), Options{})
+	f := newFixture(t, service(config.RoundRobin, nil, five()[:2]...), Options{})
 	warm(f, 2)
 	down := map[string]error{B: errRefused}
 	for i := range 2 {
@@ -200,8 +200,8 @@ func warm(f *fixture, n int) {
 }
 
 func TestUnknownBackendDecidedByFirstOutcome(t *testing.T) {
-	f := newFixture(t, snapshot(config.RoundRobin, nil, five()[:2]...), Options{})
-	for _, b := range f.p.Status().Backends {
+	f := newFixture(t, service(config.RoundRobin, nil, five()[:2]...), Options{})
+	for _, b := range f.p.Status().DefaultBackends() {
 		if !b.Reachable || b.Checked {
 			t.Fatalf("new backend %+v", b)
 		}
@@ -214,7 +214,7 @@ func TestUnknownBackendDecidedByFirstOutcome(t *testing.T) {
 }
 
 func TestAllBackendsUnavailable(t *testing.T) {
-	f := newFixture(t, snapshot(config.RoundRobin, nil, five()[:2]...), Options{})
+	f := newFixture(t, service(config.RoundRobin, nil, five()[:2]...), Options{})
 	all := failing(map[string]error{A: errRefused, B: errRefused})
 	c := connect(f.p, "192.0.2.1:1", all)
 	c.close(f.p)
@@ -259,7 +259,7 @@ func TestProtectionThroughPolicy(t *testing.T) {
 		r.ProtectionWindow = 10 * time.Second
 		r.ProtectionStableSuccessThreshold = 3
 	}
-	f := newFixture(t, snapshot(config.RoundRobin, tune, five()...), Options{})
+	f := newFixture(t, service(config.RoundRobin, tune, five()...), Options{})
 	warm(f, 5)
 	// 5 backends: initial 300 ms, max 7000 ms, cooldown 700 ms.
 	bad := failing(map[string]error{A: errRefused, B: errRefused, C: errRefused, D: errRefused})
@@ -328,7 +328,7 @@ func TestProtectionThroughPolicy(t *testing.T) {
 
 func TestProtectionTickerEndsQuietProtection(t *testing.T) {
 	// Real clock: the runtime's ticker ends protection without any traffic.
-	s := snapshot(config.RoundRobin, func(r *config.Runtime) { r.ProtectionWindow = 100 * time.Millisecond }, five()[:1]...)
+	s := service(config.RoundRobin, func(r *config.Runtime) { r.ProtectionWindow = 100 * time.Millisecond }, five()[:1]...)
 	p := New(s, Options{})
 	connect(p, "192.0.2.1:1", failing(map[string]error{A: errRefused})).close(p)
 	if !p.Status().Protection.Enabled {
@@ -348,7 +348,7 @@ func TestProtectionTickerEndsQuietProtection(t *testing.T) {
 }
 
 func TestHostnameBackendTriesEveryAddress(t *testing.T) {
-	f := newFixture(t, snapshot(config.RoundRobin, func(r *config.Runtime) { r.HealthCheckFailThreshold = 100 },
+	f := newFixture(t, service(config.RoundRobin, func(r *config.Runtime) { r.HealthCheckFailThreshold = 100 },
 		be("app.test", 9000, 1), be("127.0.0.1", 9002, 1)), Options{})
 	f.p.st.Load().pool.At(0).Observe(true, 1, 100) // known up, as after a health check
 	// Not resolved yet: never picked.
@@ -384,15 +384,15 @@ func TestHostnameBackendTriesEveryAddress(t *testing.T) {
 	}
 }
 
-func TestNilAndEmptySnapshots(t *testing.T) {
+func TestNilAndEmptyServices(t *testing.T) {
 	p := New(nil, Options{})
 	p.Apply(nil)
 	c := connect(p, "192.0.2.1:1", ok)
 	c.close(p)
-	if c.ok || !c.admitted || p.Status().NoBackend != 1 || len(p.Status().Backends) != 0 {
+	if c.ok || !c.admitted || p.Status().NoBackend != 1 || len(p.Status().DefaultBackends()) != 0 {
 		t.Fatalf("empty policy: %+v", p.Status())
 	}
-	p.Apply(snapshot(config.RoundRobin, nil, five()[:1]...))
+	p.Apply(service(config.RoundRobin, nil, five()[:1]...))
 	if c := connect(p, "192.0.2.1:2", ok); !c.ok {
 		t.Fatal("no pick after applying a backend")
 	} else {
@@ -404,7 +404,7 @@ func TestResolveThroughPolicy(t *testing.T) {
 	res := resolverFunc(func(_ context.Context, _, host string) ([]netip.Addr, error) {
 		return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
 	})
-	p := New(snapshot(config.RoundRobin, nil, be("app.test", 9000, 1)), Options{Resolver: res})
+	p := New(service(config.RoundRobin, nil, be("app.test", 9000, 1)), Options{Resolver: res})
 	if c := connect(p, "192.0.2.1:1", ok); c.ok {
 		t.Fatal("unresolved hostname picked")
 	} else {
@@ -427,7 +427,7 @@ func (f resolverFunc) LookupNetIP(ctx context.Context, network, host string) ([]
 }
 
 func TestPickWithoutAdmitDoesNotCrash(t *testing.T) {
-	f := newFixture(t, snapshot(config.RoundRobin, nil, five()[:1]...), Options{})
+	f := newFixture(t, service(config.RoundRobin, nil, five()[:1]...), Options{})
 	ci := &engine.ConnInfo{Client: netip.MustParseAddrPort("192.0.2.1:1")}
 	tg, ok := f.p.Pick(ci, 0)
 	if !ok || tg.Name != A {
@@ -441,7 +441,7 @@ func TestPickWithoutAdmitDoesNotCrash(t *testing.T) {
 }
 
 func TestDistributionThroughPolicy(t *testing.T) {
-	s := snapshot(config.RoundRobin, nil, be("127.0.0.1", 9001, 3), be("127.0.0.1", 9002, 1))
+	s := service(config.RoundRobin, nil, be("127.0.0.1", 9001, 3), be("127.0.0.1", 9002, 1))
 	f := newFixture(t, s, Options{})
 	for range 4000 {
 		connect(f.p, "192.0.2.1:1", ok).close(f.p)
@@ -452,7 +452,7 @@ func TestDistributionThroughPolicy(t *testing.T) {
 }
 
 func TestLeastConnectionsFollowsHeldConnections(t *testing.T) {
-	f := newFixture(t, snapshot(config.LeastConnections, nil, five()[:3]...), Options{})
+	f := newFixture(t, service(config.LeastConnections, nil, five()[:3]...), Options{})
 	var held []*conn
 	for range 9 {
 		held = append(held, connect(f.p, "192.0.2.1:1", ok))
@@ -477,8 +477,8 @@ func TestLeastConnectionsFollowsHeldConnections(t *testing.T) {
 
 func TestSourceHashThroughPolicy(t *testing.T) {
 	bs := []config.Backend{be("10.0.0.1", 80, 1), be("10.0.0.2", 80, 1), be("app.test", 80, 2), be("10.0.0.4", 80, 1)}
-	f1 := newFixture(t, snapshot(config.SourceHash, nil, bs...), Options{})
-	f2 := newFixture(t, snapshot(config.SourceHash, nil, slices.Clone(bs)...), Options{})
+	f1 := newFixture(t, service(config.SourceHash, nil, bs...), Options{})
+	f2 := newFixture(t, service(config.SourceHash, nil, slices.Clone(bs)...), Options{})
 	for _, f := range []*fixture{f1, f2} {
 		f.p.st.Load().pool.At(2).SetAddrs([]netip.AddrPort{netip.MustParseAddrPort("10.0.0.3:80")})
 	}
@@ -496,7 +496,7 @@ func TestSourceHashThroughPolicy(t *testing.T) {
 }
 
 func TestApplyKeepsStateOfKeptBackends(t *testing.T) {
-	f := newFixture(t, snapshot(config.RoundRobin, func(r *config.Runtime) { r.HealthCheckFailThreshold = 1 }, five()[:3]...), Options{})
+	f := newFixture(t, service(config.RoundRobin, func(r *config.Runtime) { r.HealthCheckFailThreshold = 1 }, five()[:3]...), Options{})
 	// A holds a connection; B has failed once (cooldown); C holds one too.
 	var onA, onC *conn
 	for onA == nil || onC == nil {
@@ -517,26 +517,26 @@ func TestApplyKeepsStateOfKeptBackends(t *testing.T) {
 
 	// Reload: C removed, B reweighted and listed first, D added, method and
 	// limits changed.
-	f.p.Apply(snapshot(config.LeastConnections, func(r *config.Runtime) {
+	f.p.Apply(service(config.LeastConnections, func(r *config.Runtime) {
 		r.HealthCheckFailThreshold = 1
 		r.MaxConcurrentConnections = 2
 	}, be("127.0.0.1", 9002, 5), be("127.0.0.1", 9001, 1), be("127.0.0.1", 9004, 1)))
 
 	st := f.p.Status()
 	var order []string
-	for _, b := range st.Backends {
+	for _, b := range st.DefaultBackends() {
 		order = append(order, b.Address)
 	}
 	if !slices.Equal(order, []string{B, A, D}) || st.Method != config.LeastConnections {
 		t.Fatalf("after reload: %v %s", order, st.Method)
 	}
-	if b := st.Backends[0]; b.Weight != 5 || b.Counters != bBefore.Counters || b.Reachable || !b.Cooldown.Equal(bBefore.Cooldown) {
+	if b := st.DefaultBackends()[0]; b.Weight != 5 || b.Counters != bBefore.Counters || b.Reachable || !b.Cooldown.Equal(bBefore.Cooldown) {
 		t.Fatalf("B lost its state: %+v", b)
 	}
-	if a := st.Backends[1]; a.Active != 1 || a.Total != 1 {
+	if a := st.DefaultBackends()[1]; a.Active != 1 || a.Total != 1 {
 		t.Fatalf("A lost its connection: %+v", a)
 	}
-	if d := st.Backends[2]; d.Checked || !d.Reachable || d.Total != 0 {
+	if d := st.DefaultBackends()[2]; d.Checked || !d.Reachable || d.Total != 0 {
 		t.Fatalf("new backend D: %+v", d)
 	}
 	if on := f.log.lines("backend added"); len(on) != 1 || on[0]["backend"] != D {
@@ -563,8 +563,8 @@ func TestApplyKeepsStateOfKeptBackends(t *testing.T) {
 	if st := f.p.Status(); st.Active != 0 {
 		t.Fatalf("active %d after closing everything", st.Active)
 	}
-	if f.p.Snapshot().Method != config.LeastConnections {
-		t.Fatal("Snapshot not the applied one")
+	if f.p.Service().Method != config.LeastConnections {
+		t.Fatal("Service is not the applied one")
 	}
 }
 
@@ -585,7 +585,7 @@ func TestHealthRunsAtStartAndAfterReload(t *testing.T) {
 		return c1, nil
 	}
 	count := func(a string) int { mu.Lock(); defer mu.Unlock(); return dialed[a] }
-	s := snapshot(config.RoundRobin, func(r *config.Runtime) { r.HealthCheckInterval = time.Hour }, five()[:2]...)
+	s := service(config.RoundRobin, func(r *config.Runtime) { r.HealthCheckInterval = time.Hour }, five()[:2]...)
 	p := New(s, Options{HealthDial: dial})
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
@@ -594,10 +594,10 @@ func TestHealthRunsAtStartAndAfterReload(t *testing.T) {
 
 	waitUntil(t, func() bool { return p.Status().HealthRounds >= 1 })
 	st := p.Status()
-	if !st.Backends[0].Reachable || !st.Backends[0].Checked || st.Backends[1].Reachable || st.LastCheck.IsZero() || st.Backends[0].LastCheck.IsZero() {
+	if !st.DefaultBackends()[0].Reachable || !st.DefaultBackends()[0].Checked || st.DefaultBackends()[1].Reachable || st.LastCheck.IsZero() || st.DefaultBackends()[0].LastCheck.IsZero() {
 		t.Fatalf("after the first round: %+v", st)
 	}
-	p.Apply(snapshot(config.RoundRobin, func(r *config.Runtime) { r.HealthCheckInterval = time.Hour }, five()[:3]...))
+	p.Apply(service(config.RoundRobin, func(r *config.Runtime) { r.HealthCheckInterval = time.Hour }, five()[:3]...))
 	waitUntil(t, func() bool { return count(C) >= 1 })
 	waitUntil(t, func() bool { return p.Status().HealthRounds >= 2 })
 	if count(A) != 2 {
@@ -621,7 +621,7 @@ func waitUntil(t *testing.T, cond func() bool) {
 }
 
 func TestAccessLog(t *testing.T) {
-	f := newFixture(t, snapshot(config.RoundRobin, func(r *config.Runtime) { r.AccessLog = true }, five()[:1]...), Options{})
+	f := newFixture(t, service(config.RoundRobin, func(r *config.Runtime) { r.AccessLog = true }, five()[:1]...), Options{})
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
 	go func() { f.p.RunAccessLog(ctx); close(done) }()
@@ -646,7 +646,7 @@ func TestAccessLog(t *testing.T) {
 }
 
 func TestAccessLogNeverBlocks(t *testing.T) {
-	f := newFixture(t, snapshot(config.RoundRobin, func(r *config.Runtime) { r.AccessLog = true }, five()[:1]...), Options{AccessLogBuffer: 2})
+	f := newFixture(t, service(config.RoundRobin, func(r *config.Runtime) { r.AccessLog = true }, five()[:1]...), Options{AccessLogBuffer: 2})
 	finished := make(chan struct{})
 	go func() {
 		defer close(finished)
@@ -671,7 +671,7 @@ func TestAccessLogNeverBlocks(t *testing.T) {
 }
 
 func TestAccessLogOff(t *testing.T) {
-	f := newFixture(t, snapshot(config.RoundRobin, nil, five()[:1]...), Options{})
+	f := newFixture(t, service(config.RoundRobin, nil, five()[:1]...), Options{})
 	connect(f.p, "192.0.2.7:1", ok).close(f.p)
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
@@ -685,9 +685,9 @@ func TestAccessLogOff(t *testing.T) {
 // goroutines while reloads, status reads and ticks run, then checks that
 // every count came back to zero (run with -race).
 func TestConcurrentTrafficWithReloads(t *testing.T) {
-	s1 := snapshot(config.RoundRobin, nil, five()[:3]...)
-	s2 := snapshot(config.SourceHash, nil, five()[1:]...)
-	s3 := snapshot(config.LeastConnections, func(r *config.Runtime) { r.AccessLog = true }, five()...)
+	s1 := service(config.RoundRobin, nil, five()[:3]...)
+	s2 := service(config.SourceHash, nil, five()[1:]...)
+	s3 := service(config.LeastConnections, func(r *config.Runtime) { r.AccessLog = true }, five()...)
 	p := New(s1, Options{AccessLogBuffer: 16})
 	backends := map[any]bool{}
 	var bmu sync.Mutex
@@ -712,7 +712,7 @@ func TestConcurrentTrafficWithReloads(t *testing.T) {
 	}
 	wg.Go(func() {
 		for i := 0; ctx.Err() == nil; i++ {
-			p.Apply([]*config.Snapshot{s1, s2, s3}[i%3])
+			p.Apply([]*config.Service{s1, s2, s3}[i%3])
 			_ = p.Status()
 			p.Tick()
 			time.Sleep(time.Millisecond)
@@ -748,7 +748,7 @@ func TestLargePool(t *testing.T) {
 		bs = append(bs, be("10.1."+strconv.Itoa(i/250)+"."+strconv.Itoa(i%250), 8000, 1))
 	}
 	tune := func(r *config.Runtime) { r.ProtectionTriggerThreshold = 1 << 20 }
-	f := newFixture(t, snapshot(config.RandomTwo, tune, bs...), Options{})
+	f := newFixture(t, service(config.RandomTwo, tune, bs...), Options{})
 	warm(f, 400)
 	var last string
 	attempts := 0
@@ -770,7 +770,7 @@ func TestLargePool(t *testing.T) {
 	if !c.ok || c.connected.Name != last || len(c.tried) != 200 {
 		t.Fatalf("tried %d backends, connected %v to %s", len(c.tried), c.ok, c.connected.Name)
 	}
-	f.p.Apply(snapshot(config.RoundRobin, nil, five()[:2]...))
+	f.p.Apply(service(config.RoundRobin, nil, five()[:2]...))
 	for range 4 {
 		c := connect(f.p, "192.0.2.1:2", failing(map[string]error{A: errRefused}))
 		c.close(f.p)
@@ -782,7 +782,7 @@ func TestLargePool(t *testing.T) {
 
 func TestProtectionReasonChangeLogged(t *testing.T) {
 	tune := func(r *config.Runtime) { r.ProtectionTriggerThreshold = 2; r.HealthCheckFailThreshold = 100 }
-	f := newFixture(t, snapshot(config.RoundRobin, tune, five()[:2]...), Options{})
+	f := newFixture(t, service(config.RoundRobin, tune, five()[:2]...), Options{})
 	warm(f, 2)
 	c := connect(f.p, "192.0.2.1:1", failing(map[string]error{A: errRefused, B: errRefused}))
 	c.close(f.p)
@@ -799,7 +799,7 @@ func TestProtectionReasonChangeLogged(t *testing.T) {
 func TestLocalFailureDoesNotBlameBackend(t *testing.T) {
 	for _, errno := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.EADDRNOTAVAIL, syscall.ENOBUFS, syscall.ENOMEM} {
 		t.Run(errno.Error(), func(t *testing.T) {
-			f := newFixture(t, snapshot(config.RoundRobin, func(r *config.Runtime) { r.ProtectionTriggerThreshold = 1 }, five()[:2]...), Options{})
+			f := newFixture(t, service(config.RoundRobin, func(r *config.Runtime) { r.ProtectionTriggerThreshold = 1 }, five()[:2]...), Options{})
 			warm(f, 2)
 			local := &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", errno)}
 			c := connect(f.p, "192.0.2.1:1", failing(map[string]error{A: local}))
@@ -826,13 +826,13 @@ func TestApplyShorterIntervalStartsNow(t *testing.T) {
 		dials.Add(1)
 		return nil, errRefused
 	}
-	slow := snapshot(config.RoundRobin, func(r *config.Runtime) { r.HealthCheckInterval = time.Hour }, be("127.0.0.1", 9, 1))
+	slow := service(config.RoundRobin, func(r *config.Runtime) { r.HealthCheckInterval = time.Hour }, be("127.0.0.1", 9, 1))
 	p := New(slow, Options{HealthDial: dial})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { p.RunHealth(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
 	waitUntil(t, func() bool { return p.Status().HealthRounds == 1 })
-	p.Apply(snapshot(config.RoundRobin, func(r *config.Runtime) { r.HealthCheckInterval = 20 * time.Millisecond }, be("127.0.0.1", 9, 1)))
+	p.Apply(service(config.RoundRobin, func(r *config.Runtime) { r.HealthCheckInterval = 20 * time.Millisecond }, be("127.0.0.1", 9, 1)))
 	waitUntil(t, func() bool { return p.Status().HealthRounds >= 3 })
 }

@@ -15,7 +15,7 @@ import (
 // max_concurrent_connections) and the engines' (Refused) in one total and
 // by reason, every reason present from the start.
 func TestRejectionsByReason(t *testing.T) {
-	f := newFixture(t, snapshot(config.RoundRobin, func(r *config.Runtime) { r.MaxConcurrentConnections = 1 }, five()[:1]...), Options{})
+	f := newFixture(t, service(config.RoundRobin, func(r *config.Runtime) { r.MaxConcurrentConnections = 1 }, five()[:1]...), Options{})
 	st := f.p.Status()
 	if st.Rejected != 0 || len(st.RejectedBy) != len(engine.RejectReasons()) {
 		t.Fatalf("fresh status: rejected %d, by reason %v", st.Rejected, st.RejectedBy)
@@ -49,7 +49,7 @@ func TestRejectionsByReason(t *testing.T) {
 // TestRejectLogRateLimited: refusals log at most once a second, each line
 // with its reason and the count since the previous line.
 func TestRejectLogRateLimited(t *testing.T) {
-	f := newFixture(t, snapshot(config.RoundRobin, nil, five()[:1]...), Options{})
+	f := newFixture(t, service(config.RoundRobin, nil, five()[:1]...), Options{})
 	ci := &engine.ConnInfo{}
 	f.p.Refused(ci, engine.RejectLimit) // first: logged at once
 	for range 9 {
@@ -75,7 +75,7 @@ func TestRejectLogRateLimited(t *testing.T) {
 // counted (not against the backend) and logged at most once a second with
 // the resource.
 func TestLocalFailureLog(t *testing.T) {
-	f := newFixture(t, snapshot(config.RoundRobin, nil, five()[:1]...), Options{})
+	f := newFixture(t, service(config.RoundRobin, nil, five()[:1]...), Options{})
 	emfile := os.NewSyscallError("connect", syscall.EMFILE)
 	for range 3 {
 		c := connect(f.p, "192.0.2.1:5000", func(engine.Target) error { return emfile })
@@ -92,7 +92,7 @@ func TestLocalFailureLog(t *testing.T) {
 	if len(lines) != 3 || lines[1]["reason"] != "local_fds" || lines[1]["count"] != 2.0 || lines[2]["reason"] != "local_ports" {
 		t.Fatalf("log lines %v, want local_fds×2 and local_ports×1 a second later", lines)
 	}
-	if st := f.p.Status(); st.LocalFailures != 4 || st.Backends[0].Counters.Other != 0 || st.Rejected != 0 {
-		t.Fatalf("local failures %d, backend counters %+v, rejected %d", st.LocalFailures, st.Backends[0].Counters, st.Rejected)
+	if st := f.p.Status(); st.LocalFailures != 4 || st.DefaultBackends()[0].Counters.Other != 0 || st.Rejected != 0 {
+		t.Fatalf("local failures %d, backend counters %+v, rejected %d", st.LocalFailures, st.DefaultBackends()[0].Counters, st.Rejected)
 	}
 }

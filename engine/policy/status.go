@@ -9,10 +9,15 @@ import (
 	"github.com/bal-lb/bal/engine/pool"
 )
 
-// Status is the live state for `bal status` (docs/operations.md#bal-status) and metrics (docs/metrics.md).
+// Status is one service's live state for `bal status`
+// (docs/operations.md#bal-status) and metrics (docs/metrics.md).
 type Status struct {
+	Service  string
+	Protocol config.Protocol
 	Method   config.Method
-	Backends []BackendStatus // config order
+	// Pools are the service's pools in config.Service.Pools order: its
+	// routes', then the default pool when it has backends.
+	Pools []PoolStatus
 
 	Active   int64  // admitted connections open now (all engines)
 	Total    uint64 // admitted connections since start (rejected ones excluded)
@@ -31,6 +36,41 @@ type Status struct {
 	Protection       ProtectionStatus
 	AccessLogDropped uint64 // access log lines dropped because the writer was behind
 	LocalFailures    uint64 // connects that failed for lack of local descriptors (not counted against backends)
+
+	// Inspected counts inspection results; every engine.InspectResults
+	// entry is present (all 0 for a service that does not inspect).
+	Inspected map[engine.InspectResult]uint64
+}
+
+// PoolStatus is one pool's live state.
+type PoolStatus struct {
+	Name     string // the route's name, or config.DefaultServiceName
+	Route    bool   // false for the default pool
+	Method   config.Method
+	Match    config.Match // zero for the default pool
+	Matched  uint64       // connections routed to this pool
+	Backends []BackendStatus
+}
+
+// Pool returns the pool named name (a route's name, or
+// config.DefaultServiceName), nil when there is none.
+func (s Status) Pool(name string) *PoolStatus {
+	for i := range s.Pools {
+		if s.Pools[i].Name == name {
+			return &s.Pools[i]
+		}
+	}
+	return nil
+}
+
+// DefaultBackends are the backends of the default pool (none when the
+// service has only routes): what the top-level backends of `bal status`
+// show for the first service.
+func (s Status) DefaultBackends() []BackendStatus {
+	if p := s.Pool(config.DefaultServiceName); p != nil && !p.Route {
+		return p.Backends
+	}
+	return nil
 }
 
 // BackendStatus is one backend's live state.
@@ -63,8 +103,9 @@ func (p *Policy) Status() Status {
 	now := p.mono(p.now())
 	ps := p.prot.State()
 	s := Status{
-		Method:           st.snap.Method,
-		Backends:         make([]BackendStatus, 0, st.pool.Len()),
+		Service:          st.svc.Name,
+		Protocol:         st.svc.Protocol,
+		Method:           st.svc.Method,
 		Active:           p.active.Load(),
 		Total:            p.total.Load(),
 		RejectedBy:       p.rejectedBy(),
@@ -80,6 +121,11 @@ func (p *Policy) Status() Status {
 	for _, n := range s.RejectedBy {
 		s.Rejected += n
 	}
+	s.Inspected = make(map[engine.InspectResult]uint64, len(engine.InspectResults()))
+	for _, r := range engine.InspectResults() {
+		s.Inspected[r] = 0
+	}
+	def := PoolStatus{Name: config.DefaultServiceName, Method: st.svc.Method, Backends: make([]BackendStatus, 0, st.pool.Len())}
 	for _, b := range st.pool.Backends() {
 		h := b.Health()
 		bs := BackendStatus{
@@ -98,7 +144,10 @@ func (p *Policy) Status() Status {
 		if b.InCooldown(now) {
 			bs.Cooldown = p.base.Add(time.Duration(b.CooldownUntil()))
 		}
-		s.Backends = append(s.Backends, bs)
+		def.Backends = append(def.Backends, bs)
+	}
+	if st.pool.Len() > 0 {
+		s.Pools = append(s.Pools, def)
 	}
 	return s
 }

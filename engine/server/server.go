@@ -143,7 +143,7 @@ func New(snap *config.Snapshot, o Options) *Server {
 	s := &Server{
 		opts:     o,
 		log:      o.Logger,
-		policy:   policy.New(snap, po),
+		policy:   policy.New(&snap.Services[0], po),
 		tunables: engine.NewTunableStore(tunables(snap)),
 		snap:     snap,
 		draining: make(map[*listener]struct{}),
@@ -459,7 +459,7 @@ func (s *Server) reload(ctx context.Context, next *config.Snapshot) (*ReloadResu
 	}
 
 	// Commit: everything below cannot fail.
-	s.policy.Apply(next)
+	s.policy.Apply(&next.Services[0])
 	s.tunables.Store(tunables(next))
 	if s.opts.Level != nil {
 		s.opts.Level.Set(next.LogLevel)

@@ -200,10 +200,11 @@ func (p *parser) service(ents map[string]entry, where string, line int, single b
 	if e, ok := ents["routes"]; ok {
 		svc.Routes, routeHC, sp.routeWheres = p.routes(e, q("routes"), sp)
 	}
+	// A broken routes: value counts as routes: its error is enough.
 	hasRoutes := false
 	if e, ok := ents["routes"]; ok {
 		v := resolve(e.val)
-		hasRoutes = v.Kind == yaml.SequenceNode && len(v.Content) > 0
+		hasRoutes = !isNull(v) && !(v.Kind == yaml.SequenceNode && len(v.Content) == 0)
 	}
 	sp.defaultWhere = q("backends")
 	if e, ok := ents["backends"]; ok {

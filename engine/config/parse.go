@@ -18,7 +18,7 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// Defaults of the top-level keys (SPEC §2.2).
+// Defaults of the top-level keys (docs/configuration.md, Top-level keys).
 const (
 	DefaultMode        = ModeSimple
 	DefaultPort        = 9295

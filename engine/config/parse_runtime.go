@@ -109,7 +109,7 @@ func (p *parser) runtimeValue(re entry, k runtimeKey, name string, r *Runtime) b
 }
 
 // resolveRuntimes gives every service its runtime (docs/configuration.md,
-// Auto-tuning per service) and sets Snapshot.Runtime: the top-level block
+// Auto-tuned profile) and sets Snapshot.Runtime: the top-level block
 // over the first service's profile. The profile is picked by the number of
 // backend entries, so that a broken file is judged with the profile its
 // author meant.

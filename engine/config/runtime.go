@@ -7,7 +7,7 @@ import (
 	"github.com/bal-lb/bal/engine/access"
 )
 
-// Limits of the runtime: keys beyond those of SPEC §2.3 (which only asks for
+// Limits of the runtime: keys beyond the original's (which only asked for
 // > 0 or ≥ 0). They keep values in a range where nothing overflows and a typo
 // with three extra zeros is caught.
 const (

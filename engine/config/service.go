@@ -23,7 +23,7 @@ const (
 // service's default pool.
 const DefaultServiceName = "default"
 
-// Health-check types (docs/configuration.md, health_check).
+// Health-check types (docs/configuration.md, Health checks).
 const (
 	CheckTCP        = "tcp"
 	CheckSendExpect = "send_expect"

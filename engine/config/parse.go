@@ -50,9 +50,27 @@ var (
 	logLevels   = map[string]slog.Level{"debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn, "error": slog.LevelError}
 )
 
+// MaxEntries bounds the work Parse does on one file: the mapping keys and
+// list entries it visits, counted again each time an alias brings them in
+// again. A file of plain YAML within MaxFileSize stays far below it; a small
+// file of aliases that repeat each other does not.
+const MaxEntries = 500_000
+
 // parser collects issues while walking one document.
 type parser struct {
 	errs, warns []Issue
+	entries     int // visited so far, for MaxEntries
+}
+
+// visit counts one mapping key or list entry about to be read. It returns
+// false once MaxEntries is passed (then the caller stops reading); the
+// first time, it records why.
+func (p *parser) visit() bool {
+	p.entries++
+	if p.entries == MaxEntries+1 {
+		p.errorf(0, "the file expands to more than %d keys and list entries (aliases that repeat large parts of it?); bal reads at most that many", MaxEntries)
+	}
+	return p.entries <= MaxEntries
 }
 
 func (p *parser) errorf(line int, format string, args ...any) {
@@ -322,6 +340,9 @@ func (p *parser) backends(e entry, name string, emptyOK bool, emptyHint string) 
 	var out []Backend
 	first := map[string]int{} // Key → index in out
 	for i, item := range v.Content {
+		if !p.visit() {
+			break
+		}
 		where := fmt.Sprintf("%s[%d]", name, i)
 		line := item.Line
 		n := resolve(item)

@@ -269,6 +269,9 @@ func (p *parser) statusRanges(e entry, name string) ([]StatusRange, bool) {
 			return nil, false
 		}
 		for _, item := range v.Content {
+			if !p.visit() {
+				break
+			}
 			n := resolve(item)
 			if n.Kind != yaml.ScalarNode || (n.ShortTag() != "!!int" && n.ShortTag() != "!!str") {
 				p.errorf(item.Line, "%s entries must be codes or \"low-high\" ranges, got %s", name, describe(n))

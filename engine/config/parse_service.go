@@ -73,6 +73,9 @@ func (p *parser) services(e entry) []*svcParse {
 	}
 	var out []*svcParse
 	for i, item := range v.Content {
+		if !p.visit() {
+			break
+		}
 		where := fmt.Sprintf("services[%d]", i)
 		n := resolve(item)
 		if n.Kind != yaml.MappingNode {
@@ -254,6 +257,9 @@ func (p *parser) routes(e entry, name string, sp *svcParse) ([]Route, []bool, []
 	var wheres []string
 	names := map[string]int{}
 	for i, item := range v.Content {
+		if !p.visit() {
+			break
+		}
 		where := fmt.Sprintf("%s[%d]", name, i)
 		n := resolve(item)
 		if n.Kind != yaml.MappingNode {
@@ -413,6 +419,9 @@ func (p *parser) stringList(e entry, name, what string) ([]listItem, bool) {
 	ok := true
 	out := make([]listItem, 0, len(v.Content))
 	for i, item := range v.Content {
+		if !p.visit() {
+			break
+		}
 		n := resolve(item)
 		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!str" {
 			p.errorf(item.Line, "%s[%d] must be a string, got %s", name, i, describe(n))
@@ -429,13 +438,15 @@ func (p *parser) stringList(e entry, name, what string) ([]listItem, bool) {
 func (p *parser) sniList(items []listItem, name string) ([]string, bool) {
 	ok := true
 	var out []string
+	seen := map[string]bool{}
 	for i, it := range items {
 		if why := sniIssue(it.value); why != "" {
 			p.errorf(it.line, "%s[%d] %q %s", name, i, clip(it.value), why)
 			ok = false
 			continue
 		}
-		if n := tlshello.NormalizeName(it.value); !slices.Contains(out, n) {
+		if n := tlshello.NormalizeName(it.value); !seen[n] {
+			seen[n] = true
 			out = append(out, n)
 		}
 	}
@@ -465,13 +476,15 @@ func sniIssue(s string) string {
 func (p *parser) alpnList(items []listItem, name string) ([]string, bool) {
 	ok := true
 	var out []string
+	seen := map[string]bool{}
 	for i, it := range items {
 		if it.value == "" || len(it.value) > MaxALPNLen {
 			p.errorf(it.line, "%s[%d] must be a protocol name of 1 to %d bytes (h2, http/1.1, ...), got %q", name, i, MaxALPNLen, clip(it.value))
 			ok = false
 			continue
 		}
-		if !slices.Contains(out, it.value) {
+		if !seen[it.value] {
+			seen[it.value] = true
 			out = append(out, it.value)
 		}
 	}

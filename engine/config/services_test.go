@@ -781,3 +781,33 @@ func TestParseServicesGnetOffLinux(t *testing.T) {
 	y := doc(append([]string{"mode: advanced", "runtime: {engine: gnet}"}, two...)...)
 	matchIssues(t, "errors", parseErr(t, y).Issues, []wantIssue{{"runtime.engine gnet needs Linux (this is darwin)", 2}})
 }
+
+// TestParseAliasAmplification: a small file whose aliases repeat services,
+// routes and backends inside each other (n³ entries from a few KB) stops at
+// MaxEntries with an error saying so, instead of working for minutes.
+func TestParseAliasAmplification(t *testing.T) {
+	refs := func(n int, a string) string { return "[" + strings.TrimSuffix(strings.Repeat("*"+a+", ", n), ", ") + "]" }
+	bomb := func(n int) string {
+		return "x:\n  - &b {host: a, port: 1}\n  - &bs " + refs(n, "b") + "\n  - &r {name: r, match: {alpn: [h2]}, backends: *bs}\n  - &rs " +
+			refs(n, "r") + "\n  - &s {name: s, port: 1, routes: *rs}\nservices: " + refs(n, "s") + "\n"
+	}
+	y := bomb(300) // 27 million backend entries, 3.7 KB
+	if len(y) > 4096 {
+		t.Fatalf("the bomb is %d bytes", len(y))
+	}
+	ce := parseErr(t, y)
+	found := false
+	for _, is := range ce.Issues {
+		found = found || strings.Contains(is.Message, "the file expands to more than 500000 keys and list entries")
+	}
+	if !found || len(ce.Issues) > MaxEntries {
+		t.Errorf("%d issues, the MaxEntries one found: %v", len(ce.Issues), found)
+	}
+	// Below the bound the same shape is read in full.
+	ce = parseErr(t, bomb(10))
+	for _, is := range ce.Issues {
+		if strings.Contains(is.Message, "expands to more than") {
+			t.Errorf("bomb(10) hit the bound: %v", is)
+		}
+	}
+}

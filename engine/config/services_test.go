@@ -786,7 +786,9 @@ func TestParseServicesGnetOffLinux(t *testing.T) {
 // routes and backends inside each other (n³ entries from a few KB) stops at
 // MaxEntries with an error saying so, instead of working for minutes.
 func TestParseAliasAmplification(t *testing.T) {
-	refs := func(n int, a string) string { return "[" + strings.TrimSuffix(strings.Repeat("*"+a+", ", n), ", ") + "]" }
+	refs := func(n int, a string) string {
+		return "[" + strings.TrimSuffix(strings.Repeat("*"+a+", ", n), ", ") + "]"
+	}
 	bomb := func(n int) string {
 		return "x:\n  - &b {host: a, port: 1}\n  - &bs " + refs(n, "b") + "\n  - &r {name: r, match: {alpn: [h2]}, backends: *bs}\n  - &rs " +
 			refs(n, "r") + "\n  - &s {name: s, port: 1, routes: *rs}\nservices: " + refs(n, "s") + "\n"

@@ -36,6 +36,15 @@ func TestCheckGolden(t *testing.T) {
 		{"missing.txt", "missing.yaml", nil, 1},
 		{"missing_verbose.txt", "missing.yaml", []string{"--verbose"}, 1},
 		{"missing.json", "missing.yaml", []string{"--json"}, 1},
+		{"services_valid.txt", "services_valid.yaml", nil, 0},
+		{"services_valid_strict.txt", "services_valid.yaml", []string{"--strict"}, 0},
+		{"services_valid.json", "services_valid.yaml", []string{"--json"}, 0},
+		{"services_warnings.txt", "services_warnings.yaml", nil, 0},
+		{"services_warnings_verbose.txt", "services_warnings.yaml", []string{"--verbose"}, 0},
+		{"services_warnings_strict.json", "services_warnings.yaml", []string{"--strict", "--json"}, 1},
+		{"services_invalid.txt", "services_invalid.yaml", nil, 1},
+		{"services_invalid_verbose.txt", "services_invalid.yaml", []string{"--verbose"}, 1},
+		{"services_invalid.json", "services_invalid.yaml", []string{"--json"}, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.golden, func(t *testing.T) {
@@ -53,7 +62,7 @@ func TestCheckGolden(t *testing.T) {
 				if err := dec.Decode(&doc); err != nil || dec.More() {
 					t.Fatalf("stdout is not exactly one JSON document (%v): %s", err, stdout)
 				}
-				for _, k := range []string{"config_path", "mode", "valid", "errors", "warnings", "backend_count"} {
+				for _, k := range []string{"config_path", "mode", "valid", "errors", "warnings", "backend_count", "services"} {
 					if _, ok := doc[k]; !ok {
 						t.Errorf("JSON lacks the stable field %q", k)
 					}
@@ -74,5 +83,54 @@ func TestCheckGolden(t *testing.T) {
 				t.Errorf("output differs from %s (run with -update if the change is intended)\n--- got\n%s--- want\n%s", path, got, want)
 			}
 		})
+	}
+}
+
+// TestCheckSampleConfigs: every config under sample/ passes bal check
+// --strict, and the complete multi-service example of
+// docs/configuration.md is sample/config.services.yaml, byte for byte.
+func TestCheckSampleConfigs(t *testing.T) {
+	samples, err := filepath.Glob(filepath.Join("..", "..", "sample", "config*.yaml"))
+	if err != nil || len(samples) < 3 {
+		t.Fatalf("sample configs %v (%v)", samples, err)
+	}
+	for _, path := range samples {
+		t.Run(filepath.Base(path), func(t *testing.T) {
+			code, stdout, stderr := runInProcess(t, "check", "--strict", "--json", "-c", path)
+			var res checkResult
+			if err := json.Unmarshal([]byte(stdout), &res); err != nil {
+				t.Fatalf("%v: %s", err, stdout)
+			}
+			if code != 0 || stderr != "" || !res.Valid || len(res.Warnings) != 0 || len(res.Services) == 0 {
+				t.Errorf("exit %d, stderr %q, result %+v", code, stderr, res)
+			}
+		})
+	}
+
+	sample, err := os.ReadFile(filepath.Join("..", "..", "sample", "config.services.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs, err := os.ReadFile(filepath.Join("..", "..", "docs", "configuration.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(docs), "```yaml\n"+string(sample)+"```\n") {
+		t.Error("docs/configuration.md does not show sample/config.services.yaml verbatim in a yaml block")
+	}
+	code, stdout, _ := runInProcess(t, "check", "--json", "-c", filepath.Join("..", "..", "sample", "config.services.yaml"))
+	var res checkResult
+	if err := json.Unmarshal([]byte(stdout), &res); err != nil || code != 0 {
+		t.Fatalf("exit %d: %v", code, err)
+	}
+	// What the docs promise of the example: web on 443 routed by SNI to two
+	// pools plus a default pool, postgres on 5432.
+	web, pg := res.Services[0], res.Services[1]
+	if web.Name != "web" || web.Listen != "127.0.0.1:443" || len(web.Routes) != 2 || !web.Inspects || len(web.Routes[0].Match.SNI) == 0 ||
+		web.BackendCount <= web.Routes[0].BackendCount+web.Routes[1].BackendCount {
+		t.Errorf("web = %+v", web)
+	}
+	if pg.Name != "postgres" || pg.Listen != "127.0.0.1:5432" {
+		t.Errorf("postgres = %+v", pg)
 	}
 }

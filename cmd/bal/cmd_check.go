@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/bal-lb/bal/engine/config"
 	"github.com/spf13/pflag"
@@ -24,9 +25,10 @@ func checkCommand() *command {
 		help: `
 Validate the config file without touching the network: every error is
 listed with its line (unknown keys, wrong types, values out of range,
-duplicate backends), and warnings point at settings that are valid but
-probably unintended (listening on all interfaces, a runtime: block that
-simple mode ignores, ...).
+duplicate backends, overlapping services, bad routes and health checks),
+and warnings point at settings that are valid but probably unintended
+(listening on all interfaces, a runtime: block that simple mode ignores,
+...). A file with services or routes gets one line per service and route.
 
 Exit codes: 0 valid; 1 invalid or missing, or warnings under --strict.`,
 		flags: func(fs *pflag.FlagSet) {
@@ -50,8 +52,62 @@ type checkResult struct {
 	Errors         []config.Issue `json:"errors"`
 	Warnings       []string       `json:"warnings"`
 	WarningDetails []config.Issue `json:"warning_details"`
+	// Services of a valid file, in file order (a single-service file has
+	// one, named default); empty when the file is not valid.
+	Services []checkService `json:"services"`
 
-	fault triplet // why it failed to load, when it did not
+	single bool    // the file is in the single-service form
+	fault  triplet // why it failed to load, when it did not
+}
+
+// checkService is one service in bal check --json.
+type checkService struct {
+	Name         string       `json:"name"`
+	Protocol     string       `json:"protocol"`
+	Listen       string       `json:"listen"`        // bind_address:port
+	BackendCount int          `json:"backend_count"` // over all its pools
+	Routes       []checkRoute `json:"routes"`
+	Inspects     bool         `json:"inspects"` // reads the TLS ClientHello (a route uses sni or alpn)
+}
+
+// checkRoute is one route of a service in bal check --json.
+type checkRoute struct {
+	Name         string     `json:"name"`
+	Match        checkMatch `json:"match"`
+	BackendCount int        `json:"backend_count"`
+}
+
+// checkMatch is a route's match; a key the route does not use is [].
+type checkMatch struct {
+	SNI    []string `json:"sni"`
+	ALPN   []string `json:"alpn"`
+	Source []string `json:"source"`
+}
+
+func newCheckService(v *config.Service) checkService {
+	cs := checkService{
+		Name:         v.Name,
+		Protocol:     string(v.Protocol),
+		Listen:       v.ListenAddress(),
+		BackendCount: v.BackendCount(),
+		Routes:       make([]checkRoute, 0, len(v.Routes)),
+		Inspects:     v.Inspects(),
+	}
+	for _, r := range v.Routes {
+		m := checkMatch{SNI: nonNil(r.Match.SNI), ALPN: nonNil(r.Match.ALPN), Source: []string{}}
+		for _, p := range r.Match.Source {
+			m.Source = append(m.Source, p.String())
+		}
+		cs.Routes = append(cs.Routes, checkRoute{Name: r.Name, Match: m, BackendCount: len(r.Backends)})
+	}
+	return cs
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
 }
 
 func runCheck(e *env, o *checkOptions) int {
@@ -80,6 +136,7 @@ func check(flagPath string, strict bool) *checkResult {
 		Errors:         []config.Issue{},
 		Warnings:       []string{},
 		WarningDetails: []config.Issue{},
+		Services:       []checkService{},
 	}
 	path, err := config.Resolve(flagPath)
 	if err != nil {
@@ -99,7 +156,12 @@ func check(flagPath string, strict bool) *checkResult {
 		mode := string(snap.Mode)
 		res.Mode = &mode
 		res.Valid = true
-		res.BackendCount = len(snap.Backends)
+		res.single = snap.Single
+		for i := range snap.Services {
+			v := &snap.Services[i]
+			res.BackendCount += v.BackendCount()
+			res.Services = append(res.Services, newCheckService(v))
+		}
 		res.addWarnings(snap.Warnings)
 		if len(snap.Warnings) == 0 || !strict {
 			res.Result = levelOK
@@ -152,6 +214,15 @@ func checkReport(res *checkResult, o *checkOptions) *report {
 	}
 	r.field("mode", mode)
 	r.field("backends", res.BackendCount)
+	if showServices(res) {
+		r.field("services", len(res.Services))
+		for _, v := range res.Services {
+			r.item(serviceLine(v))
+			for _, rt := range v.Routes {
+				r.detail("route "+rt.Name, fmt.Sprintf("%s -> %s", matchLine(rt.Match), plural(rt.BackendCount, "backend")))
+			}
+		}
+	}
 	r.field("warnings", len(res.Warnings))
 	verbose := o.out.verbose
 	if verbose {
@@ -200,6 +271,42 @@ func checkReport(res *checkResult, o *checkOptions) *report {
 		r.next("run 'bal doctor'")
 	}
 	return r
+}
+
+// showServices: the human report lists services unless the file is the
+// plain single-service form (one service, no routes), whose report stays
+// as it was.
+func showServices(res *checkResult) bool {
+	if !res.Valid {
+		return false
+	}
+	return !res.single || len(res.Services) != 1 || len(res.Services[0].Routes) > 0
+}
+
+// serviceLine is "web: tcp 127.0.0.1:443, 5 backends, 2 routes, inspects TLS".
+func serviceLine(v checkService) string {
+	s := fmt.Sprintf("%s: %s %s, %s", v.Name, v.Protocol, v.Listen, plural(v.BackendCount, "backend"))
+	if len(v.Routes) > 0 {
+		s += ", " + plural(len(v.Routes), "route")
+	}
+	if v.Inspects {
+		s += ", inspects TLS"
+	}
+	return s
+}
+
+// matchLine is "sni=a.example.com,*.example.net alpn=h2 source=10.0.0.0/8".
+func matchLine(m checkMatch) string {
+	var parts []string
+	for _, kv := range []struct {
+		key  string
+		vals []string
+	}{{"sni", m.SNI}, {"alpn", m.ALPN}, {"source", m.Source}} {
+		if len(kv.vals) > 0 {
+			parts = append(parts, kv.key+"="+strings.Join(kv.vals, ","))
+		}
+	}
+	return strings.Join(parts, " ")
 }
 
 func issueLines(is []config.Issue) []string {

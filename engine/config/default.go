@@ -9,8 +9,8 @@ import (
 	"syscall"
 )
 
-// DefaultFile is the config file bal start writes when none exists (SPEC
-// §2.5). It passes bal check --strict.
+// DefaultFile is the config file bal start writes when none exists
+// (docs/configuration.md, Default file). It passes bal check --strict.
 const DefaultFile = `# bal configuration, written by 'bal start' because no config file existed.
 # Check it with 'bal check'; apply changes to a running bal with 'bal graceful'.
 

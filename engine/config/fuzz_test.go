@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -10,7 +11,8 @@ import (
 // FuzzParse: no input panics; Parse returns either a snapshot that keeps
 // every rule, or an *Error with at least one issue; and it is deterministic.
 // Seeds are in testdata/fuzz/FuzzParse (valid files, broken ones, and YAML
-// oddities: anchors, aliases, merges, huge numbers, deep nesting, tabs, BOM).
+// oddities: anchors, aliases, merges, huge numbers, deep nesting, tabs, BOM;
+// services with routes, health checks, access keys and UDP).
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(DefaultFile))
 	f.Add([]byte(one))
@@ -47,19 +49,98 @@ func checkInvariants(t *testing.T, s *Snapshot) {
 	if s.Mode != ModeSimple && s.Mode != ModeAdvanced {
 		t.Fatalf("mode %q", s.Mode)
 	}
-	if s.Port < 1 || s.Port > 65535 || s.BindAddress == "" || checkHost(s.BindAddress) != "" {
-		t.Fatalf("listener %q", s.ListenAddress())
+	if len(s.Services) == 0 {
+		t.Fatal("no services")
 	}
-	switch s.Method {
+	first := &s.Services[0]
+	if s.Port != first.Port || s.BindAddress != first.BindAddress || s.Method != first.Method || !reflect.DeepEqual(s.Backends, first.Backends) {
+		t.Fatalf("the compatibility fields are not the first service's: %+v", s)
+	}
+	if s.Single && (len(s.Services) != 1 || first.Name != DefaultServiceName || first.Protocol != TCP) {
+		t.Fatalf("single-service form %+v", s.Services)
+	}
+	names := map[string]bool{}
+	for i := range s.Services {
+		v := &s.Services[i]
+		if !nameRE.MatchString(v.Name) || names[v.Name] {
+			t.Fatalf("service name %q", v.Name)
+		}
+		names[v.Name] = true
+		checkService(t, v)
+		if s.Mode == ModeSimple && v.Runtime != Profile(v.BackendCount()) {
+			t.Fatalf("simple mode runtime of %s %+v", v.Name, v.Runtime)
+		}
+		for _, k := range runtimeKeys {
+			a, b := v.Runtime, s.Runtime
+			if k.scope == ScopeProcess && k.format(&a) != k.format(&b) {
+				t.Fatalf("service %s: process-wide %s differs", v.Name, k.name)
+			}
+		}
+		checkRuntime(t, v.Runtime)
+	}
+	if s.Mode == ModeSimple && s.Runtime != Profile(first.BackendCount()) {
+		t.Fatalf("simple mode runtime %+v", s.Runtime)
+	}
+	checkRuntime(t, s.Runtime)
+}
+
+func checkService(t *testing.T, v *Service) {
+	t.Helper()
+	if v.Port < 1 || v.Port > 65535 || v.BindAddress == "" || checkHost(v.BindAddress) != "" {
+		t.Fatalf("listener %q", v.ListenAddress())
+	}
+	if v.Protocol != TCP && v.Protocol != UDP {
+		t.Fatalf("protocol %q", v.Protocol)
+	}
+	if v.OnBackendDown != OnDownKeep && v.OnBackendDown != OnDownClose {
+		t.Fatalf("on_backend_down %q", v.OnBackendDown)
+	}
+	if len(v.Backends) == 0 && len(v.Routes) == 0 {
+		t.Fatalf("service %s has no pool", v.Name)
+	}
+	checkMethod(t, v.Method)
+	checkBackends(t, v.Backends)
+	checkHealth(t, v.HealthCheck, v.Protocol)
+	a := v.Access
+	if a.MaxConnectionsPerSource < 0 || (a.AcceptProxyProtocol != ProxyOff && (len(a.TrustedProxies) == 0 || v.Protocol == UDP)) {
+		t.Fatalf("access %+v", a)
+	}
+	if v.Protocol == UDP && (v.Inspects() || v.Runtime.ProxyProtocol != ProxyOff) {
+		t.Fatalf("udp service %+v", v)
+	}
+	routes := map[string]bool{}
+	for _, r := range v.Routes {
+		if !nameRE.MatchString(r.Name) || r.Name == DefaultServiceName || routes[r.Name] {
+			t.Fatalf("route name %q", r.Name)
+		}
+		routes[r.Name] = true
+		if len(r.Match.SNI)+len(r.Match.ALPN)+len(r.Match.Source) == 0 || len(r.Backends) == 0 {
+			t.Fatalf("route %+v", r)
+		}
+		for _, n := range r.Match.SNI {
+			if sniIssue(n) != "" || n != strings.ToLower(n) || strings.HasSuffix(n, ".") {
+				t.Fatalf("sni %q", n)
+			}
+		}
+		checkMethod(t, r.Method)
+		checkBackends(t, r.Backends)
+		checkHealth(t, r.HealthCheck, v.Protocol)
+	}
+}
+
+func checkMethod(t *testing.T, m Method) {
+	t.Helper()
+	switch m {
 	case RoundRobin, LeastConnections, RandomTwo, SourceHash:
 	default:
-		t.Fatalf("method %q", s.Method)
+		t.Fatalf("method %q", m)
 	}
-	if len(s.Backends) == 0 {
-		t.Fatal("no backends")
-	}
+}
+
+func checkBackends(t *testing.T, bs []Backend) {
+	t.Helper()
 	keys := map[string]bool{}
-	for _, b := range s.Backends {
+	for _, b := range bs {
 		if b.Host == "" || checkHost(b.Host) != "" || b.Port < 1 || b.Port > 65535 || b.Weight < 1 || b.Weight > MaxWeight {
 			t.Fatalf("backend %+v", b)
 		}
@@ -68,12 +149,29 @@ func checkInvariants(t *testing.T, s *Snapshot) {
 		}
 		keys[b.Key()] = true
 	}
-	r := s.Runtime
-	if s.Mode == ModeSimple && r != Profile(len(s.Backends)) {
-		t.Fatalf("simple mode runtime %+v", r)
+}
+
+func checkHealth(t *testing.T, h HealthCheck, p Protocol) {
+	t.Helper()
+	switch {
+	case p == UDP && h.Type != "" && h.Type != CheckSendExpect,
+		p == TCP && h.Type != CheckTCP && h.Type != CheckSendExpect && h.Type != CheckHTTP,
+		h.Type == CheckSendExpect && len(h.Expect) == 0,
+		h.Type == CheckHTTP && (!strings.HasPrefix(h.HTTPPath, "/") || len(h.HTTPStatus) == 0),
+		h.Port < 0 || h.Port > 65535, len(h.Expect) > MaxCheckExpect:
+		t.Fatalf("health check %+v on %s", h, p)
 	}
+	for _, r := range h.HTTPStatus {
+		if r.Low < 100 || r.High > 599 || r.Low > r.High {
+			t.Fatalf("status range %+v", r)
+		}
+	}
+}
+
+func checkRuntime(t *testing.T, r Runtime) {
+	t.Helper()
 	for _, d := range []time.Duration{r.HealthCheckInterval, r.HealthCheckTimeout, r.BackendConnectTimeout, r.FailoverBackoffInitial,
-		r.FailoverBackoffMax, r.ProtectionWindow, r.ConnectionIdleTimeout} {
+		r.FailoverBackoffMax, r.ProtectionWindow, r.ConnectionIdleTimeout, r.TLSInspectTimeout, r.ProxyHeaderTimeout, r.UDPIdleTimeout} {
 		if d <= 0 || d > MaxDurationMS*time.Millisecond {
 			t.Fatalf("duration %v out of range in %+v", d, r)
 		}
@@ -82,7 +180,8 @@ func checkInvariants(t *testing.T, s *Snapshot) {
 		t.Fatalf("runtime %+v", r)
 	}
 	if r.HealthCheckFailThreshold < 1 || r.HealthCheckSuccessThreshold < 1 || r.ProtectionTriggerThreshold < 1 ||
-		r.ProtectionStableSuccessThreshold < 1 || r.MaxConcurrentConnections < 1 || r.TCPBacklog < 0 || r.TCPBacklog > MaxTCPBacklog {
+		r.ProtectionStableSuccessThreshold < 1 || r.MaxConcurrentConnections < 1 || r.TCPBacklog < 0 || r.TCPBacklog > MaxTCPBacklog ||
+		r.SourceTableSize < 1 || r.MaxUDPFlows < 1 {
 		t.Fatalf("runtime %+v", r)
 	}
 	if r.OverloadPolicy != "reject" {

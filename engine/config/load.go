@@ -61,7 +61,8 @@ func Home() (string, error) {
 	return filepath.Join(u, ".bal"), nil
 }
 
-// Resolve finds the config file the same way for every command (SPEC §1):
+// Resolve finds the config file the same way for every command
+// (docs/configuration.md, File lookup):
 // a non-empty flagPath made absolute against the working directory; else
 // $BAL_HOME/config.yaml (~/.bal/config.yaml) when it exists; else
 // /etc/bal/config.yaml when it exists; else the $BAL_HOME path, which does

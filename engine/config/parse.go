@@ -14,12 +14,11 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 
 	"gopkg.in/yaml.v3"
 )
 
-// Defaults of the top-level keys (SPEC §2.2).
+// Defaults of the top-level keys (docs/configuration.md, Top-level keys).
 const (
 	DefaultMode        = ModeSimple
 	DefaultPort        = 9295
@@ -38,15 +37,40 @@ const (
 var goos = runtime.GOOS
 
 var (
-	topKeys     = []string{"mode", "port", "bind_address", "method", "log_level", "backends", "runtime"}
+	// singleKeys are the service keys that stand at the top level in the
+	// single-service form.
+	singleKeys = []string{"port", "bind_address", "method", "backends", "routes", "health_check",
+		"allow", "deny", "max_connections_per_source", "connection_rate_per_source", "accept_proxy_protocol", "trusted_proxies",
+		"on_backend_down"}
+	topKeys = []string{"mode", "port", "bind_address", "method", "log_level", "backends", "runtime", "services",
+		"routes", "health_check", "allow", "deny", "max_connections_per_source", "connection_rate_per_source",
+		"accept_proxy_protocol", "trusted_proxies", "on_backend_down"}
 	backendKeys = []string{"host", "port", "weight"}
 	methods     = []string{string(RoundRobin), string(LeastConnections), string(RandomTwo), string(SourceHash)}
 	logLevels   = map[string]slog.Level{"debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn, "error": slog.LevelError}
 )
 
+// MaxEntries bounds the work Parse does on one file: the mapping keys and
+// list entries it visits, counted again each time an alias brings them in
+// again. A file of plain YAML within MaxFileSize stays far below it; a small
+// file of aliases that repeat each other does not.
+const MaxEntries = 500_000
+
 // parser collects issues while walking one document.
 type parser struct {
 	errs, warns []Issue
+	entries     int // visited so far, for MaxEntries
+}
+
+// visit counts one mapping key or list entry about to be read. It returns
+// false once MaxEntries is passed (then the caller stops reading); the
+// first time, it records why.
+func (p *parser) visit() bool {
+	p.entries++
+	if p.entries == MaxEntries+1 {
+		p.errorf(0, "the file expands to more than %d keys and list entries (aliases that repeat large parts of it?); bal reads at most that many", MaxEntries)
+	}
+	return p.entries <= MaxEntries
 }
 
 func (p *parser) errorf(line int, format string, args ...any) {
@@ -64,8 +88,8 @@ func Parse(data []byte, path string) (*Snapshot, error) {
 	p := &parser{}
 	s, meta := p.parse(data)
 	s.Path = path
-	sortIssues(p.errs)
-	sortIssues(p.warns)
+	p.errs = dedupIssues(sortIssues(p.errs))
+	p.warns = dedupIssues(sortIssues(p.warns))
 	if len(p.errs) > 0 {
 		return nil, &Error{Path: path, Issues: p.errs, Warnings: p.warns, Mode: meta.mode, BackendCount: meta.backends}
 	}
@@ -73,8 +97,22 @@ func Parse(data []byte, path string) (*Snapshot, error) {
 	return s, nil
 }
 
-// sortIssues orders issues by line; issues without a line go last.
-func sortIssues(is []Issue) {
+// dedupIssues drops an issue equal to one before it (a rule checked once
+// per service can find the same thing twice).
+func dedupIssues(is []Issue) []Issue {
+	seen := make(map[Issue]bool, len(is))
+	out := is[:0]
+	for _, x := range is {
+		if !seen[x] {
+			seen[x] = true
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// sortIssues orders issues by line, stably; issues without a line go last.
+func sortIssues(is []Issue) []Issue {
 	key := func(i int) int {
 		if is[i].Line <= 0 {
 			return math.MaxInt
@@ -82,6 +120,7 @@ func sortIssues(is []Issue) {
 		return is[i].Line
 	}
 	sort.SliceStable(is, func(a, b int) bool { return key(a) < key(b) })
+	return is
 }
 
 // meta is what Parse can tell about a broken file.
@@ -203,7 +242,11 @@ func (p *parser) parse(data []byte) (*Snapshot, meta) {
 
 	top := map[string]entry{}
 	for _, e := range p.mapping(root, "") {
-		if !slices.Contains(topKeys, e.name) {
+		switch {
+		case e.name == "name" || e.name == "protocol":
+			p.errorf(e.key.Line, "unknown key %q: the single-service form is always one tcp service named %s; write a services: list to name services and set their protocol", e.name, DefaultServiceName)
+			continue
+		case !slices.Contains(topKeys, e.name):
 			p.errorf(e.key.Line, "unknown key %q%s", clip(e.name), suggest(e.name, topKeys))
 			continue
 		}
@@ -221,35 +264,6 @@ func (p *parser) parse(data []byte) (*Snapshot, meta) {
 	if modeOK {
 		m.mode = s.Mode
 	}
-	if e, ok := top["port"]; ok {
-		if v, ok := p.intValue(e, "port", 1, 65535, ""); ok {
-			s.Port = int(v)
-		}
-	}
-	bindLine, bindOK := 0, true
-	if e, ok := top["bind_address"]; ok {
-		bindLine, bindOK = e.line(), false
-		if v, ok := p.strValue(e, "bind_address", "an IP address or host name"); ok {
-			h := stripBrackets(v)
-			if why := checkHost(h); why != "" {
-				p.errorf(e.line(), "%s", hostIssue("bind_address", v, why))
-			} else {
-				s.BindAddress, bindOK = h, true
-			}
-		}
-	}
-	if bindOK && isUnspecified(s.BindAddress) {
-		note := ""
-		if bindLine == 0 {
-			note = ", the default when bind_address is not set"
-		}
-		p.warnf(bindLine, "bind_address is %s (listens on all interfaces%s); use 127.0.0.1 to accept local clients only", s.BindAddress, note)
-	}
-	if e, ok := top["method"]; ok {
-		if v, ok := p.enumValue(e, "method", methods...); ok {
-			s.Method = Method(v)
-		}
-	}
 	if e, ok := top["log_level"]; ok {
 		if v, ok := p.strValue(e, "log_level", "one of debug, info, warn, error"); ok {
 			if lv, known := logLevels[strings.ToLower(v)]; known {
@@ -260,61 +274,76 @@ func (p *parser) parse(data []byte) (*Snapshot, meta) {
 		}
 	}
 
-	e, ok := top["backends"]
-	if !ok {
-		p.errorf(0, "backends is missing: list at least one backend as {host, port}")
+	var svcs []*svcParse
+	if se, ok := top["services"]; ok {
+		for _, k := range singleKeys {
+			if e, ok := top[k]; ok {
+				p.errorf(e.key.Line, "%s is a key of the single-service form; with services: (line %d) set it inside each service", k, se.key.Line)
+			}
+		}
+		svcs = p.services(se)
 	} else {
-		s.Backends, m.backends = p.backends(e)
+		ents := map[string]entry{}
+		for _, k := range singleKeys {
+			if e, ok := top[k]; ok {
+				ents[k] = e
+			}
+		}
+		svcs = []*svcParse{p.service(ents, "", 0, true)}
+		s.Single = true
+	}
+	for _, sp := range svcs {
+		m.backends += sp.entries
 	}
 
-	adv := Profile(m.backends)
+	var topRT *rtBlock
 	if e, ok := top["runtime"]; ok {
 		if s.Mode == ModeSimple && modeOK {
 			p.warnf(e.key.Line, "runtime is ignored in simple mode; set mode: advanced")
 		}
-		adv = p.runtime(e, adv, s)
+		topRT = p.runtimeBlock(e, "runtime", "")
+		if topRT.vals.Engine == EngineGnet && goos != "linux" {
+			p.errorf(topRT.set["engine"], "runtime.engine gnet needs Linux (this is %s); use auto or std", goos)
+		}
 	}
-	if s.Mode == ModeAdvanced {
-		s.Runtime = adv
-	} else {
-		s.Runtime = Profile(m.backends)
+	p.resolveRuntimes(s, svcs, topRT, modeOK)
+	p.crossChecks(s, svcs, topRT)
+
+	s.Services = make([]Service, 0, len(svcs))
+	for _, sp := range svcs {
+		s.Services = append(s.Services, sp.svc)
 	}
-	p.crossChecks(s)
-	s.Single = true
-	s.Services = []Service{{
-		Name:          DefaultServiceName,
-		Protocol:      TCP,
-		BindAddress:   s.BindAddress,
-		Port:          s.Port,
-		Method:        s.Method,
-		Backends:      s.Backends,
-		Runtime:       s.Runtime,
-		HealthCheck:   HealthCheck{Type: CheckTCP},
-		Access:        Access{AcceptProxyProtocol: ProxyOff},
-		OnBackendDown: OnDownKeep,
-	}}
+	if len(s.Services) > 0 {
+		first := &s.Services[0]
+		s.Port, s.BindAddress, s.Method, s.Backends = first.Port, first.BindAddress, first.Method, first.Backends
+	}
 	return s, m
 }
 
-// backends reads the backends: list. It returns the valid backends and the
-// number of entries in the list.
-func (p *parser) backends(e entry) ([]Backend, int) {
+// backends reads a backends: list named name ("backends",
+// "services[1].routes[0].backends"). It returns the valid backends and the
+// number of entries in the list. An empty list is an error unless
+// emptyOK; emptyHint ends that error's message. Duplicates are errors
+// within the one list (one pool); the same backend may be in two pools.
+func (p *parser) backends(e entry, name string, emptyOK bool, emptyHint string) ([]Backend, int) {
 	v := resolve(e.val)
 	switch {
-	case isNull(v):
-		p.errorf(e.line(), "backends is empty: list at least one backend as {host, port}")
+	case isNull(v) || v.Kind == yaml.SequenceNode && len(v.Content) == 0:
+		if !emptyOK {
+			p.errorf(e.line(), "%s is empty: list at least one backend as {host, port}%s", name, emptyHint)
+		}
 		return nil, 0
 	case v.Kind != yaml.SequenceNode:
-		p.errorf(e.line(), "backends must be a list of {host, port} entries, got %s", describe(v))
-		return nil, 0
-	case len(v.Content) == 0:
-		p.errorf(e.line(), "backends is empty: list at least one backend as {host, port}")
+		p.errorf(e.line(), "%s must be a list of {host, port} entries, got %s", name, describe(v))
 		return nil, 0
 	}
 	var out []Backend
 	first := map[string]int{} // Key → index in out
 	for i, item := range v.Content {
-		where := fmt.Sprintf("backends[%d]", i)
+		if !p.visit() {
+			break
+		}
+		where := fmt.Sprintf("%s[%d]", name, i)
 		line := item.Line
 		n := resolve(item)
 		if n.Kind != yaml.MappingNode {
@@ -388,109 +417,6 @@ func (p *parser) backend(n *yaml.Node, where string, line int) (Backend, bool) {
 	return b, ok
 }
 
-// runtime reads the runtime: block over base (the auto-tuned profile) and
-// returns the result. The block is validated in both modes (a file stays
-// valid when its mode changes); the caller applies it in advanced mode only.
-func (p *parser) runtime(e entry, base Runtime, s *Snapshot) Runtime {
-	r := base
-	v := resolve(e.val)
-	if isNull(v) {
-		return r
-	}
-	if v.Kind != yaml.MappingNode {
-		p.errorf(e.line(), "runtime must be a mapping of keys, got %s", describe(v))
-		return r
-	}
-	set := map[string]int{} // key → line, for keys set and valid
-	for _, re := range p.mapping(v, "runtime") {
-		k, known := lookupRuntimeKey(re.name)
-		if !known {
-			p.errorf(re.key.Line, "runtime: unknown key %q%s", clip(re.name), suggest(re.name, RuntimeKeys()))
-			continue
-		}
-		name := "runtime." + k.name
-		var good bool
-		switch f := k.field(&r).(type) {
-		case *time.Duration:
-			var n int64
-			if n, good = p.intValue(re, name, k.min, k.max, " (milliseconds)"); good {
-				*f = ms(n)
-			}
-		case *int:
-			var n int64
-			if n, good = p.intValue(re, name, k.min, k.max, ""); good {
-				*f = int(n)
-			}
-		case *bool:
-			var b bool
-			if b, good = p.boolValue(re, name); good {
-				*f = b
-			}
-		case *string:
-			var str string
-			if k.kind == rtAddress {
-				str, good = p.address(re, name)
-			} else {
-				str, good = p.enumValue(re, name, k.choices...)
-			}
-			if good {
-				*f = str
-			}
-		}
-		if good {
-			set[k.name] = re.line()
-		}
-	}
-
-	line := func(keys ...string) int {
-		for _, k := range keys {
-			if l := set[k]; l > 0 {
-				return l
-			}
-		}
-		return e.key.Line
-	}
-	if r.FailoverBackoffMax < r.FailoverBackoffInitial {
-		p.errorf(line("failover_backoff_max_ms", "failover_backoff_initial_ms"),
-			"runtime.failover_backoff_max_ms (%d%s) must be >= failover_backoff_initial_ms (%d%s)",
-			r.FailoverBackoffMax.Milliseconds(), auto(set, "failover_backoff_max_ms"),
-			r.FailoverBackoffInitial.Milliseconds(), auto(set, "failover_backoff_initial_ms"))
-	}
-	if r.Engine == EngineGnet && goos != "linux" {
-		p.errorf(line("engine"), "runtime.engine gnet needs Linux (this is %s); use auto or std", goos)
-	}
-	if s.Mode != ModeAdvanced {
-		return r
-	}
-
-	// Warnings about settings that are valid but defeat themselves.
-	_, setIv := set["health_check_interval_ms"]
-	_, setTo := set["health_check_timeout_ms"]
-	if (setIv || setTo) && r.HealthCheckTimeout >= 2*r.HealthCheckInterval {
-		p.warnf(line("health_check_timeout_ms", "health_check_interval_ms"),
-			"runtime.health_check_timeout_ms (%d%s) is at least twice health_check_interval_ms (%d%s): rounds never overlap, so one dead backend stretches every round to the timeout",
-			r.HealthCheckTimeout.Milliseconds(), auto(set, "health_check_timeout_ms"),
-			r.HealthCheckInterval.Milliseconds(), auto(set, "health_check_interval_ms"))
-	}
-	_, setCd := set["backend_cooldown_ms"]
-	_, setMax := set["failover_backoff_max_ms"]
-	if (setCd || setMax) && r.BackendCooldown >= r.FailoverBackoffMax {
-		p.warnf(line("backend_cooldown_ms", "failover_backoff_max_ms"),
-			"runtime.backend_cooldown_ms (%d%s) is not below failover_backoff_max_ms (%d%s): the cooldown is always the larger one, so the failover backoff settings have no effect",
-			r.BackendCooldown.Milliseconds(), auto(set, "backend_cooldown_ms"),
-			r.FailoverBackoffMax.Milliseconds(), auto(set, "failover_backoff_max_ms"))
-	}
-	if r.MetricsAddress != "" {
-		host, port, _ := net.SplitHostPort(r.MetricsAddress)
-		if port == strconv.Itoa(s.Port) && sameListener(host, s.BindAddress) {
-			p.errorf(line("metrics_address"), "runtime.metrics_address %s collides with the listen address %s", r.MetricsAddress, s.ListenAddress())
-		} else if host == "" || isUnspecified(host) {
-			p.warnf(line("metrics_address"), "runtime.metrics_address %s listens on all interfaces: /metrics is reachable from the network", r.MetricsAddress)
-		}
-	}
-	return r
-}
-
 func lookupRuntimeKey(name string) (runtimeKey, bool) {
 	for _, k := range runtimeKeys {
 		if k.name == name {
@@ -498,14 +424,6 @@ func lookupRuntimeKey(name string) (runtimeKey, bool) {
 		}
 	}
 	return runtimeKey{}, false
-}
-
-// auto marks a value in a message as auto-tuned when the key was not set.
-func auto(set map[string]int, key string) string {
-	if _, ok := set[key]; ok {
-		return ""
-	}
-	return ", auto-tuned"
 }
 
 // address reads metrics_address: "" (off) or host:port with a numeric port.
@@ -531,19 +449,6 @@ func (p *parser) address(e entry, name string) (string, bool) {
 		}
 	}
 	return net.JoinHostPort(host, strconv.Itoa(n)), true
-}
-
-// crossChecks relate keys to each other once everything was read.
-func (p *parser) crossChecks(s *Snapshot) {
-	mhost, mport, _ := net.SplitHostPort(s.Runtime.MetricsAddress)
-	for i, b := range s.Backends {
-		if b.Port == s.Port && reachesListener(s.BindAddress, b.Host) {
-			p.warnf(b.Line, "backends[%d] %s is bal's own listen address %s: connections would loop back into bal", i, b.Address(), s.ListenAddress())
-		}
-		if s.Mode == ModeAdvanced && mport == strconv.Itoa(b.Port) && reachesListener(mhost, b.Host) {
-			p.warnf(b.Line, "backends[%d] %s is bal's own metrics_address %s: that backend and the metrics listener cannot both listen there", i, b.Address(), s.Runtime.MetricsAddress)
-		}
-	}
 }
 
 // hostIssue words a checkHost problem: `bind_address "x y" is not a valid

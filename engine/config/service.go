@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 
 	"github.com/bal-lb/bal/engine/access"
 )
@@ -22,7 +23,7 @@ const (
 // service's default pool.
 const DefaultServiceName = "default"
 
-// Health-check types (docs/configuration.md, health_check).
+// Health-check types (docs/configuration.md, Health checks).
 const (
 	CheckTCP        = "tcp"
 	CheckSendExpect = "send_expect"
@@ -165,4 +166,68 @@ type Access struct {
 	// AcceptProxyProtocol is ProxyOff, ProxyV1, ProxyV2 or ProxyAny.
 	AcceptProxyProtocol string
 	TrustedProxies      []netip.Prefix
+}
+
+// String is the match as "sni=a.example.com,*.example.net alpn=h2
+// source=10.0.0.0/8" (keys that are not set are left out).
+func (m Match) String() string {
+	var parts []string
+	if len(m.SNI) > 0 {
+		parts = append(parts, "sni="+strings.Join(m.SNI, ","))
+	}
+	if len(m.ALPN) > 0 {
+		parts = append(parts, "alpn="+strings.Join(m.ALPN, ","))
+	}
+	if len(m.Source) > 0 {
+		parts = append(parts, "source="+joinPrefixes(m.Source, ","))
+	}
+	return strings.Join(parts, " ")
+}
+
+func joinPrefixes(ps []netip.Prefix, sep string) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return strings.Join(s, sep)
+}
+
+// String is "200" or "200-399".
+func (r StatusRange) String() string {
+	if r.Low == r.High {
+		return strconv.Itoa(r.Low)
+	}
+	return strconv.Itoa(r.Low) + "-" + strconv.Itoa(r.High)
+}
+
+// String describes the check in one line: "tcp", "tcp port 9001",
+// `send_expect send "PING\r\n" expect "+PONG"`, "http GET /healthz host
+// example.com status 200-399", or "passive" (a UDP service without an active
+// check).
+func (h HealthCheck) String() string {
+	if h.Type == "" {
+		return "passive"
+	}
+	b := []string{h.Type}
+	if h.Port != 0 {
+		b = append(b, "port "+strconv.Itoa(h.Port))
+	}
+	if h.Type == CheckHTTP {
+		b = append(b, "GET "+h.HTTPPath)
+		if h.HTTPHost != "" {
+			b = append(b, "host "+h.HTTPHost)
+		}
+		st := make([]string, len(h.HTTPStatus))
+		for i, r := range h.HTTPStatus {
+			st[i] = r.String()
+		}
+		b = append(b, "status "+strings.Join(st, ","))
+	}
+	if h.Send != nil {
+		b = append(b, "send "+strconv.Quote(string(h.Send)))
+	}
+	if h.Expect != nil {
+		b = append(b, "expect "+strconv.Quote(string(h.Expect)))
+	}
+	return strings.Join(b, " ")
 }

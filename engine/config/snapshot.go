@@ -18,7 +18,7 @@ const (
 	ModeAdvanced Mode = "advanced"
 )
 
-// Method is the balancing method (SPEC §3.2).
+// Method is the balancing method (docs/design.md).
 type Method string
 
 // Balancing methods.
@@ -99,7 +99,8 @@ type Runtime struct {
 	MaxUDPFlows        int           // flows a UDP service keeps at most
 }
 
-// Profile returns the auto-tuned runtime for a number of backends (SPEC §2.4).
+// Profile returns the auto-tuned runtime for a number of backends
+// (docs/configuration.md, Auto-tuned profile).
 func Profile(backends int) Runtime {
 	ms := func(n int) time.Duration { return time.Duration(n) * time.Millisecond }
 	r := Runtime{

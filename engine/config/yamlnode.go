@@ -114,6 +114,9 @@ func (p *parser) mapping(n *yaml.Node, where string) []entry {
 		visited[m] = true
 		var merges []*yaml.Node
 		for i := 0; i+1 < len(m.Content); i += 2 {
+			if !p.visit() {
+				return
+			}
 			k, v := resolve(m.Content[i]), m.Content[i+1]
 			line := m.Content[i].Line
 			if k.Kind == yaml.ScalarNode && k.ShortTag() == "!!merge" {

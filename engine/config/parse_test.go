@@ -78,7 +78,7 @@ func TestParseDefaults(t *testing.T) {
 	}
 }
 
-// TestParseTopLevel covers every rule of SPEC §2.2, one case per rule.
+// TestParseTopLevel covers every rule of the top-level keys (docs/configuration.md#top-level-keys), one case per rule.
 func TestParseTopLevel(t *testing.T) {
 	tests := []struct {
 		name  string
@@ -435,7 +435,7 @@ func TestParseProfiles(t *testing.T) {
 				r.MaxConcurrentConnections != tt.maxConns {
 				t.Errorf("%d backends, %s: runtime %+v does not match the profile row %+v", tt.backends, mode, r, tt)
 			}
-			// All profiles share these (SPEC §2.4 and §2.3 defaults).
+			// All profiles share these (docs/configuration.md#auto-tuned-profile and the runtime key defaults).
 			if r.ProtectionWindow != ms(30000) || r.ConnectionIdleTimeout != ms(120000) || r.OverloadPolicy != "reject" ||
 				r.DrainTimeout != ms(30000) || r.TCPBacklog != 0 || r.Engine != EngineAuto || r.ProxyProtocol != ProxyOff ||
 				r.MetricsAddress != "" || r.AccessLog {

@@ -126,7 +126,9 @@ func (st *state) pool(name string) *poolState {
 }
 
 // healthRound lists every server of st's pools once per way it is checked:
-// the first pool holding it probes it, the others mirror the outcome.
+// the first pool holding it probes it, the others mirror the outcome. The
+// pools of a UDP service without a health_check type are checked passively
+// only (by the flows' outcomes), so they are left out.
 func healthRound(st *state) health.Round {
 	rt := st.svc.Runtime
 	r := health.Round{
@@ -139,6 +141,9 @@ func healthRound(st *state) health.Round {
 	index := map[string]int{}
 	shared := false
 	for _, ps := range st.pools {
+		if st.svc.Protocol == config.UDP && ps.check.Type == "" {
+			continue // passive checks only
+		}
 		check := checkKey(&ps.check)
 		for _, b := range ps.pool.Backends() {
 			k := b.Key() + "\x00" + check

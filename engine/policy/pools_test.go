@@ -309,3 +309,15 @@ func TestConcurrentRoutingWithReloads(t *testing.T) {
 func netipAP(last byte, port uint16) string {
 	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{192, 0, 2, last}), port+1).String()
 }
+
+// TestUDPPassiveOnlyNotProbed: a UDP pool without a health_check type is
+// not in the health round; one with a type is.
+func TestUDPPassiveOnlyNotProbed(t *testing.T) {
+	s := routed([]config.Route{rt("probed", config.Match{Source: prefixes("10.0.0.0/8")}, A)}, be("127.0.0.1", 9002, 1))
+	s.Protocol = config.UDP
+	s.HealthCheck = config.HealthCheck{}
+	p := New(s, Options{})
+	if r := p.HealthRound(); len(r.Backends) != 1 || r.Backends[0].Name() != A {
+		t.Fatalf("round %v, want the probed route's A only", r.Backends)
+	}
+}

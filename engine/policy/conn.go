@@ -248,7 +248,9 @@ func (p *Policy) DialResult(c *engine.ConnInfo, t engine.Target, err error, _ ti
 		b.Connected()
 		cs.connected, cs.pending = b, false
 		st := p.st.Load()
-		health.LogChange(p.logger(), b, b.Observe(true, st.rise, st.fall), "proxy", nil)
+		if ch := b.Observe(true, st.rise, st.fall); ch != pool.ChangeNone {
+			health.LogChange(st.log, b, ch, "proxy", nil)
+		}
 		p.prot.Success(now)
 		if cs.tries > 1 && p.logger().Enabled(context.Background(), slog.LevelDebug) {
 			p.logger().LogAttrs(context.Background(), slog.LevelDebug, "failover succeeded",
@@ -288,7 +290,9 @@ func (p *Policy) backendFailed(b *pool.Backend, now int64, err error) {
 		k = k.Doubled()
 	}
 	b.Failed(now, k)
-	health.LogChange(p.logger(), b, b.Observe(false, st.rise, st.fall), "proxy", err)
+	if ch := b.Observe(false, st.rise, st.fall); ch != pool.ChangeNone {
+		health.LogChange(st.log, b, ch, "proxy", err)
+	}
 }
 
 // Closed ends the connection: the active counts (the service's, the

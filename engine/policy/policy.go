@@ -84,34 +84,32 @@ type Policy struct {
 // state is everything derived from one service's config; swapped
 // atomically, read once per call on the data path.
 type state struct {
+	// Admission (Admit), in order: allow/deny, the per-source table, the
+	// concurrency limit. guarded is false when neither access rule nor
+	// per-source limit is set. The data path's fields come first.
+	guarded   bool
+	allowOn   bool
+	accessLog bool
+	routing   routing // how a connection finds its pool
+	maxConns  int64   // ≤ 0: unlimited
+	def       *poolState
+	sources   *access.Sources // nil: no per-source limit
+	allow     *access.PrefixSet
+	deny      *access.PrefixSet
+	perSource int
+	rate      access.Rate
+	rise      int
+	fall      int
+	backoff   pool.Backoff
+	log       *slog.Logger // with the service name
+
 	svc *config.Service
-	log *slog.Logger // with the service name
 
 	// pools are the service's pools in config.Service.Pools order; routes
 	// the compiled matchers of its routes, in order (routes[i].pool is
 	// pools[i]); def the default pool, nil when the service has none.
 	pools  []*poolState
 	routes []route
-	def    *poolState
-	// routing is how a connection finds its pool.
-	routing routing
-
-	// Admission (Admit), in order: allow/deny, the per-source table, the
-	// concurrency limit. guarded is false when neither access rule nor
-	// per-source limit is set.
-	guarded   bool
-	allowOn   bool
-	allow     *access.PrefixSet
-	deny      *access.PrefixSet
-	sources   *access.Sources // nil: no per-source limit
-	perSource int
-	rate      access.Rate
-	maxConns  int64 // ≤ 0: unlimited
-
-	backoff   pool.Backoff
-	rise      int
-	fall      int
-	accessLog bool
 
 	// health is the round every health check runs: each server probed once
 	// per check config, its result fed to every pool holding it.

@@ -19,20 +19,21 @@ import (
 // balancer and its own failover: a connection routed to a pool only ever
 // tries that pool's backends.
 type poolState struct {
-	name    string
-	route   *config.Route // nil for the default pool
-	method  config.Method
-	check   config.HealthCheck
-	pool    *pool.Pool
-	bal     balance.Balancer
-	keys    []string
-	weights []int
-	hashed  bool // the method uses the client hash
-
+	// The data path's fields first, on one cache line.
+	pool   *pool.Pool
+	bal    balance.Balancer
+	hashed bool // the method uses the client hash
 	// matched counts the connections routed to a route's pool; it carries
 	// over reloads that keep the route (by name). Nil for the default pool
 	// (its count is derived: see Policy.toRoutes).
 	matched *atomic.Uint64
+
+	name    string
+	route   *config.Route // nil for the default pool
+	method  config.Method
+	check   config.HealthCheck
+	keys    []string
+	weights []int
 }
 
 // change is one thing a reload changed in the pools, logged by Apply.

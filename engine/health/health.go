@@ -19,7 +19,17 @@ import (
 
 // Round is what one round checks and how, read at the start of the round.
 type Round struct {
+	// Backends are probed, each once.
 	Backends []*pool.Backend
+	// Mirrors, when not nil, has one entry per Backends entry: the backends
+	// of other pools that are the same server checked the same way. They are
+	// not probed; each gets its Backends entry's outcome (resolved
+	// addresses, last check time, rise/fall observation), so a server listed
+	// in several pools costs one probe a round.
+	Mirrors [][]*pool.Backend
+	// Logger, when not nil, logs the round's health transitions instead of
+	// Options.Logger (the policy's, with its service name).
+	Logger   *slog.Logger
 	Interval time.Duration // health_check_interval
 	Timeout  time.Duration // health_check_timeout, per backend (DNS and connects)
 	Rise     int           // health_check_success_threshold
@@ -148,8 +158,8 @@ func (c *Checker) round(ctx context.Context) time.Duration {
 	defer c.roundMu.Unlock()
 	r := c.src.HealthRound()
 	var wg sync.WaitGroup
-	for _, b := range r.Backends {
-		wg.Go(func() { c.checkOne(ctx, b, r) })
+	for i, b := range r.Backends {
+		wg.Go(func() { c.checkOne(ctx, b, r.mirrors(i), r) })
 	}
 	wg.Wait()
 	if ctx.Err() == nil {
@@ -159,19 +169,46 @@ func (c *Checker) round(ctx context.Context) time.Duration {
 	return max(r.Interval, minInterval)
 }
 
-func (c *Checker) checkOne(ctx context.Context, b *pool.Backend, r Round) {
+// mirrors returns the backends fed by Backends[i]'s probe.
+func (r *Round) mirrors(i int) []*pool.Backend {
+	if i < len(r.Mirrors) {
+		return r.Mirrors[i]
+	}
+	return nil
+}
+
+func (c *Checker) checkOne(ctx context.Context, b *pool.Backend, mirrors []*pool.Backend, r Round) {
 	err := c.Check(ctx, b, r.Timeout)
 	if ctx.Err() != nil {
 		return // shutting down: the outcome says nothing about the backend
 	}
-	b.SetLastCheck(c.now())
+	log := c.log
+	if r.Logger != nil {
+		log = r.Logger
+	}
+	now := c.now()
 	if err != nil {
-		c.log.Debug("health check failed", slog.String("backend", b.Name()), slog.Any("error", err))
-		if engine.IsLocal(err) {
-			return // bal ran out of descriptors or ports: nothing learned about b
+		log.Debug("health check failed", slog.String("backend", b.Name()), slog.Any("error", err))
+	}
+	local := err != nil && engine.IsLocal(err) // bal ran out of descriptors or ports: nothing learned
+	feed := func(x *pool.Backend) {
+		x.SetLastCheck(now)
+		if !local {
+			LogChange(log, x, x.Observe(err == nil, r.Rise, r.Fall), "health_check", err)
 		}
 	}
-	LogChange(c.log, b, b.Observe(err == nil, r.Rise, r.Fall), "health_check", err)
+	feed(b)
+	for _, m := range mirrors {
+		copyAddrs(m, b)
+		feed(m)
+	}
+}
+
+// copyAddrs gives a mirror the addresses its probe resolved.
+func copyAddrs(dst, src *pool.Backend) {
+	if a := src.Addrs(); dst.NeedsResolve() && len(a) > 0 && !slices.Equal(dst.Addrs(), a) {
+		dst.SetAddrs(a)
+	}
 }
 
 // Check checks one backend: resolves a hostname (storing the addresses in
@@ -259,7 +296,11 @@ func (c *Checker) Resolve(ctx context.Context) error {
 		wg.Go(func() {
 			ctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
-			_, errs[i] = c.resolve(ctx, b)
+			if _, errs[i] = c.resolve(ctx, b); errs[i] == nil {
+				for _, m := range r.mirrors(i) {
+					copyAddrs(m, b)
+				}
+			}
 		})
 	}
 	wg.Wait()
@@ -289,18 +330,27 @@ func (c *Checker) resolve(ctx context.Context, b *pool.Backend) ([]netip.AddrPor
 
 // LogChange logs a health transition of b: warn when it went down, info when
 // it came back; nothing for pool.ChangeNone. via says what observed it
-// ("health_check" or "proxy"); err is the failure that took it down.
+// ("health_check" or "proxy"); err is the failure that took it down. The
+// line names the backend's pool (key pool) when it has one.
 func LogChange(l *slog.Logger, b *pool.Backend, ch pool.Change, via string, err error) {
+	if ch == pool.ChangeNone {
+		return
+	}
+	attrs := make([]slog.Attr, 0, 5)
+	attrs = append(attrs, slog.String("backend", b.Name()))
+	if p := b.Pool(); p != "" {
+		attrs = append(attrs, slog.String("pool", p))
+	}
+	attrs = append(attrs, slog.String("via", via))
 	switch ch {
 	case pool.ChangeDown:
-		h := b.Health()
-		attrs := []slog.Attr{slog.String("backend", b.Name()), slog.String("via", via), slog.Int("failures", int(h.Fails))}
+		attrs = append(attrs, slog.Int("failures", int(b.Health().Fails)))
 		if err != nil {
 			attrs = append(attrs, slog.String("error", err.Error()))
 		}
 		l.LogAttrs(context.Background(), slog.LevelWarn, "backend down", attrs...)
 	case pool.ChangeUp:
-		l.LogAttrs(context.Background(), slog.LevelInfo, "backend up",
-			slog.String("backend", b.Name()), slog.String("via", via), slog.Int("successes", int(b.Health().Successes)))
+		attrs = append(attrs, slog.Int("successes", int(b.Health().Successes)))
+		l.LogAttrs(context.Background(), slog.LevelInfo, "backend up", attrs...)
 	}
 }

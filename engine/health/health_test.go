@@ -470,3 +470,48 @@ func TestLocalFailureNotCounted(t *testing.T) {
 		})
 	}
 }
+
+// TestMirrorsShareOneProbe: a server listed in two pools is resolved and
+// probed once a round; the other pool's backend gets the same addresses,
+// check time and rise/fall observation, and transitions are logged for
+// each pool with the round's logger.
+func TestMirrorsShareOneProbe(t *testing.T) {
+	ln := listen(t, "127.0.0.1:0")
+	port := portOf(ln)
+	cfg := []config.Backend{{Host: "app.test", Port: port, Weight: 1}}
+	web, _, _ := pool.New("web", cfg, nil)
+	api, _, _ := pool.New("api", cfg, nil)
+	probe, mirror := web.At(0), api.At(0)
+	res := &resolver{addrs: []netip.Addr{netip.MustParseAddr("127.0.0.1")}}
+	roundLog, lb := newLogger()
+	checkerLog, clb := newLogger()
+	clock := time.Date(2025, 3, 4, 5, 6, 7, 0, time.UTC)
+	src := &source{r: Round{Backends: []*pool.Backend{probe}, Mirrors: [][]*pool.Backend{{mirror}}, Logger: roundLog, Timeout: time.Second, Rise: 1, Fall: 1}}
+	c := New(src, Options{Resolver: res, Logger: checkerLog, Now: func() time.Time { return clock }})
+
+	if err := c.Resolve(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	want := []netip.AddrPort{netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))}
+	if !slices.Equal(mirror.Addrs(), want) || res.calls != 1 {
+		t.Fatalf("after Resolve: mirror addrs %v, %d lookups", mirror.Addrs(), res.calls)
+	}
+	c.RunRound(t.Context())
+	for _, b := range []*pool.Backend{probe, mirror} {
+		if h := b.Health(); !h.Known || !h.Up || h.Successes != 1 || !b.LastCheck().Equal(clock) {
+			t.Fatalf("%s after a good round: %+v last check %v", b.Pool(), h, b.LastCheck())
+		}
+	}
+	if res.calls != 2 {
+		t.Fatalf("%d lookups after one round, want one per round", res.calls)
+	}
+	ln.Close()
+	c.RunRound(t.Context())
+	if probe.Up() || mirror.Up() {
+		t.Fatal("still up after a failed round with fall 1")
+	}
+	downs := lb.lines("backend down")
+	if len(downs) != 2 || downs[0]["pool"] == downs[1]["pool"] || len(clb.lines("backend down")) != 0 {
+		t.Fatalf("down lines %v (checker's logger: %v)", downs, clb.lines("backend down"))
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/bal-lb/bal/engine"
+	"github.com/bal-lb/bal/engine/access"
 	"github.com/bal-lb/bal/engine/balance"
 	"github.com/bal-lb/bal/engine/health"
 	"github.com/bal-lb/bal/engine/pool"
@@ -15,12 +16,15 @@ import (
 // protection mode is on (docs/design.md#protection-mode).
 const maxTriesProtected = 2
 
-// connState is one connection's failover bookkeeping, kept in
+// connState is one connection's routing and failover bookkeeping, kept in
 // ConnInfo.PolicyState from Admit to Closed and recycled afterwards. It is
 // also the balance.View of the connection's picks.
 type connState struct {
-	st   *state // the backends as of Admit: indexes below refer to st.pool
-	hash uint64 // client hash (source_hash only)
+	st     *state     // the config as of Admit
+	ps     *poolState // the connection's pool: indexes below refer to ps.pool
+	routed bool       // the pool was chosen (ps nil: no route)
+	ticket access.Ticket
+	hash   uint64 // client hash (source_hash only)
 
 	now   int64 // monotonic time of the pick in progress
 	phase uint8 // 1: healthy backends; 2: unhealthy ones, once each
@@ -36,19 +40,23 @@ type connState struct {
 	done      bool          // Pick returned false
 }
 
-func (cs *connState) reset(st *state, hash uint64) {
-	big := cs.big
-	*cs = connState{st: st, hash: hash}
-	if n := st.pool.Len(); n > 128 {
+func (cs *connState) reset(st *state) {
+	big := cs.big[:0]
+	*cs = connState{st: st, big: big}
+}
+
+// setPool routes the connection to ps.
+func (cs *connState) setPool(ps *poolState, hash uint64) {
+	cs.ps, cs.routed, cs.hash = ps, true, hash
+	if n := ps.pool.Len(); n > 128 {
 		words := (n + 63) / 64
-		if cap(big) < words {
-			big = make([]uint64, words)
+		if cap(cs.big) < words {
+			cs.big = make([]uint64, words)
 		}
-		big = big[:words]
-		clear(big)
-		cs.big = big
+		cs.big = cs.big[:words]
+		clear(cs.big)
 	} else {
-		cs.big = big[:0]
+		cs.big = cs.big[:0]
 	}
 }
 
@@ -69,46 +77,35 @@ func (cs *connState) Eligible(i int) bool {
 	if cs.tried(i) {
 		return false
 	}
-	b := cs.st.pool.At(i)
+	b := cs.ps.pool.At(i)
 	return b.Up() == (cs.phase == 1) && !b.InCooldown(cs.now) && len(b.Addrs()) > 0
 }
 
 // Active implements balance.View.
-func (cs *connState) Active(i int) int64 { return cs.st.pool.At(i).Active() }
-
-// Admit counts the connection against max_concurrent_connections (shared by
-// every engine using this policy). false means reject: counted (reason
-// engine.RejectLimit) and logged, and nothing else is called for the
-// connection.
-func (p *Policy) Admit(c *engine.ConnInfo) bool {
-	st := p.st.Load()
-	if n := p.active.Add(1); st.maxConns > 0 && n > st.maxConns {
-		p.active.Add(-1)
-		p.reject(engine.RejectLimit)
-		return false
-	}
-	p.total.Add(1)
-	var h uint64
-	if st.hashed {
-		h = balance.HashAddr(c.Client.Addr())
-	}
-	cs := p.conns.Get().(*connState)
-	cs.reset(st, h)
-	c.PolicyState = cs
-	return true
-}
+func (cs *connState) Active(i int) int64 { return cs.ps.pool.At(i).Active() }
 
 // connOf returns the connection's state; an engine that skipped Admit gets
-// a fresh one rather than a crash.
+// a fresh one (routed at once unless the service inspects, counted nowhere)
+// rather than a crash.
 func (p *Policy) connOf(c *engine.ConnInfo) *connState {
 	if cs, ok := c.PolicyState.(*connState); ok && cs != nil {
 		return cs
 	}
 	cs := new(connState)
-	cs.reset(p.st.Load(), balance.HashAddr(c.Client.Addr()))
+	st := p.st.Load()
+	cs.reset(st)
+	if st.routing != routeInspect {
+		if ps := st.match(c); ps != nil {
+			cs.setPool(ps, balanceHash(c))
+		} else {
+			cs.routed = true
+		}
+	}
 	c.PolicyState = cs
 	return cs
 }
+
+func balanceHash(c *engine.ConnInfo) uint64 { return balance.HashAddr(c.Client.Addr()) }
 
 // Pick returns the next backend address to try (docs/design.md#connect-and-failover): the next
 // address of a hostname backend whose previous address failed; else the
@@ -119,7 +116,15 @@ func (p *Policy) connOf(c *engine.ConnInfo) *connState {
 // connection tries at most two backends.
 func (p *Policy) Pick(c *engine.ConnInfo, _ int) (engine.Target, bool) {
 	cs := p.connOf(c)
+	if !cs.routed && !p.Route(c) {
+		return engine.Target{}, false
+	}
 	if cs.done || cs.connected != nil {
+		return engine.Target{}, false
+	}
+	if cs.ps == nil { // a service without any backend
+		cs.done = true
+		p.noBackend.Add(1)
 		return engine.Target{}, false
 	}
 	t := p.now()
@@ -151,7 +156,7 @@ func (p *Policy) Pick(c *engine.ConnInfo, _ int) (engine.Target, bool) {
 			return p.noneLeft(cs, t, "all_backends_unavailable")
 		}
 		cs.markTried(i)
-		b := cs.st.pool.At(i)
+		b := cs.ps.pool.At(i)
 		a := b.Addrs()
 		if len(a) == 0 {
 			continue // its addresses vanished since Eligible looked
@@ -167,7 +172,7 @@ func (p *Policy) Pick(c *engine.ConnInfo, _ int) (engine.Target, bool) {
 func (p *Policy) anyLeft(cs *connState) bool {
 	for _, ph := range [2]uint8{1, 2} {
 		cs.phase = ph
-		for j := range cs.st.pool.Len() {
+		for j := range cs.ps.pool.Len() {
 			if cs.Eligible(j) {
 				return true
 			}
@@ -180,11 +185,11 @@ func (p *Policy) anyLeft(cs *connState) bool {
 // (phase 1), else the first unhealthy eligible one in config order (phase 2).
 func (p *Policy) choose(cs *connState) (int, bool) {
 	cs.phase = 1
-	if i, ok := cs.st.bal.Pick(cs, cs.hash); ok {
+	if i, ok := cs.ps.bal.Pick(cs, cs.hash); ok {
 		return i, true
 	}
 	cs.phase = 2
-	for j := range cs.st.pool.Len() {
+	for j := range cs.ps.pool.Len() {
 		if cs.Eligible(j) {
 			return j, true
 		}
@@ -203,8 +208,8 @@ func (p *Policy) lastResort(cs *connState) (int, bool) {
 		return 0, false
 	}
 	best, bestUp, bestUntil := -1, false, int64(0)
-	for j := range cs.st.pool.Len() {
-		b := cs.st.pool.At(j)
+	for j := range cs.ps.pool.Len() {
+		b := cs.ps.pool.At(j)
 		if cs.tried(j) || len(b.Addrs()) == 0 {
 			continue
 		}
@@ -219,9 +224,9 @@ func (p *Policy) lastResort(cs *connState) (int, bool) {
 func (p *Policy) noneLeft(cs *connState, _ time.Time, why string) (engine.Target, bool) {
 	cs.done = true
 	p.noBackend.Add(1)
-	if p.log.Enabled(context.Background(), slog.LevelDebug) {
-		p.log.LogAttrs(context.Background(), slog.LevelDebug, "no backend left for connection",
-			slog.String("reason", why), slog.Int("tried", cs.tries))
+	if p.logger().Enabled(context.Background(), slog.LevelDebug) {
+		p.logger().LogAttrs(context.Background(), slog.LevelDebug, "no backend left for connection",
+			slog.String("pool", cs.ps.name), slog.String("reason", why), slog.Int("tried", cs.tries))
 	}
 	return engine.Target{}, false
 }
@@ -243,11 +248,13 @@ func (p *Policy) DialResult(c *engine.ConnInfo, t engine.Target, err error, _ ti
 		b.Connected()
 		cs.connected, cs.pending = b, false
 		st := p.st.Load()
-		health.LogChange(p.log, b, b.Observe(true, st.rise, st.fall), "proxy", nil)
+		if ch := b.Observe(true, st.rise, st.fall); ch != pool.ChangeNone {
+			health.LogChange(st.log, b, ch, "proxy", nil)
+		}
 		p.prot.Success(now)
-		if cs.tries > 1 && p.log.Enabled(context.Background(), slog.LevelDebug) {
-			p.log.LogAttrs(context.Background(), slog.LevelDebug, "failover succeeded",
-				slog.String("backend", b.Name()), slog.Int("tried", cs.tries))
+		if cs.tries > 1 && p.logger().Enabled(context.Background(), slog.LevelDebug) {
+			p.logger().LogAttrs(context.Background(), slog.LevelDebug, "failover succeeded",
+				slog.String("backend", b.Name()), slog.String("pool", b.Pool()), slog.Int("tried", cs.tries))
 		}
 		return
 	}
@@ -257,15 +264,15 @@ func (p *Policy) DialResult(c *engine.ConnInfo, t engine.Target, err error, _ ti
 		// nor marked down. The engine resets the client.
 		cs.pending = false
 		p.localFailures.Add(1)
-		p.localLog.note(p.log, localIndex(cause), now)
+		p.localLog.note(p.logger(), localIndex(cause), now, c.Client)
 		return
 	}
 	r := engine.Classify(err)
 	b.CountFailure(r)
 	p.prot.Failure(now, r)
-	if p.log.Enabled(context.Background(), slog.LevelDebug) {
-		p.log.LogAttrs(context.Background(), slog.LevelDebug, "backend connect failed",
-			slog.String("backend", b.Name()), slog.String("address", t.Addr.String()),
+	if p.logger().Enabled(context.Background(), slog.LevelDebug) {
+		p.logger().LogAttrs(context.Background(), slog.LevelDebug, "backend connect failed",
+			slog.String("backend", b.Name()), slog.String("pool", b.Pool()), slog.String("address", t.Addr.String()),
 			slog.String("reason", r.String()), slog.String("error", err.Error()))
 	}
 	if cs.cur == b && cs.addr+1 < len(b.Addrs()) {
@@ -283,23 +290,37 @@ func (p *Policy) backendFailed(b *pool.Backend, now int64, err error) {
 		k = k.Doubled()
 	}
 	b.Failed(now, k)
-	health.LogChange(p.log, b, b.Observe(false, st.rise, st.fall), "proxy", err)
+	if ch := b.Observe(false, st.rise, st.fall); ch != pool.ChangeNone {
+		health.LogChange(st.log, b, ch, "proxy", err)
+	}
 }
 
-// Closed ends the connection: the global and per-backend active counts go
-// down, bytes are counted, and with runtime.access_log one line is queued
-// for the access log writer (dropped and counted if it is behind; Closed
-// never blocks).
+// Closed ends the connection: the active counts (the service's, the
+// backend's, the source's) go down, bytes are counted, a connection that
+// closed during inspection counts as InspectClosed, and with
+// runtime.access_log one line is queued for the access log writer (dropped
+// and counted if it is behind; Closed never blocks).
 func (p *Policy) Closed(c *engine.ConnInfo, s engine.CloseInfo) {
 	p.active.Add(-1)
 	p.bytesIn.Add(uint64(max(s.BytesIn, 0)))
 	p.bytesOut.Add(uint64(max(s.BytesOut, 0)))
 	cs, _ := c.PolicyState.(*connState)
-	if cs != nil && cs.connected != nil {
-		cs.connected.Release()
+	if cs != nil {
+		if cs.connected != nil {
+			cs.connected.Release()
+		}
+		if cs.st.sources != nil {
+			cs.st.sources.Release(cs.ticket)
+		}
+		if !cs.routed && c.Hello.Result == engine.InspectClosed {
+			p.countInspect(engine.InspectClosed)
+		}
 	}
-	if p.st.Load().accessLog {
-		e := accessEntry{id: c.ID, client: c.Client, backend: s.Backend.Name, in: s.BytesIn, out: s.BytesOut, d: s.Duration, reason: s.Reason}
+	if st := p.st.Load(); st.accessLog {
+		e := accessEntry{id: c.ID, client: c.Client, peer: c.Peer, backend: s.Backend.Name, in: s.BytesIn, out: s.BytesOut, d: s.Duration, reason: s.Reason, inspect: c.Hello.Result, sni: c.Hello.SNI}
+		if cs != nil && cs.ps != nil {
+			e.route = cs.ps.name
+		}
 		select {
 		case p.access <- e:
 		default:
@@ -308,7 +329,10 @@ func (p *Policy) Closed(c *engine.ConnInfo, s engine.CloseInfo) {
 	}
 	if cs != nil {
 		c.PolicyState = nil
-		cs.st, cs.cur, cs.connected = nil, nil, nil
+		cs.st, cs.ps, cs.cur, cs.connected = nil, nil, nil, nil
 		p.conns.Put(cs)
 	}
 }
+
+// logger is the current config's logger (with the service name).
+func (p *Policy) logger() *slog.Logger { return p.st.Load().log }

@@ -1,12 +1,18 @@
-// Package policy is bal's engine.Policy: the one object an engine talks to.
-// It composes the backend pool, the balancing method, connect failover with
-// cooldowns, passive and active health checking,
-// protection mode (§3.5), admission control and the access log, and it
-// applies reloads live (§3.6).
+// Package policy is bal's engine.Policy for one service: the one object a
+// service's engines talk to. It composes access control (allow/deny, the
+// per-source table), admission against max_concurrent_connections, routing
+// to the service's pools (one per route plus the default pool, each with
+// its own backends, balancer, cooldowns and failover), passive and active
+// health checking (a server listed in several pools is probed once a
+// round), protection mode, the rejection counters and the access log, and
+// it applies reloads live (docs/design.md#reload).
 //
-// The hot path — Admit, Pick, DialResult, Closed — never blocks, takes no
-// lock except protection mode's short mutex on failures, and allocates
-// nothing in steady state (per-connection failover state is pooled). The
-// runtime calls New once, Run (or RunHealth and friends) in the background,
-// Apply on every reload and Status for `bal status` and metrics.
+// The hot path — Admit, Route, Pick, DialResult, Closed — never blocks,
+// takes no lock except protection mode's short mutex on failures and a
+// per-source shard's when a per-source limit is set, and allocates nothing
+// in steady state (per-connection state is pooled; everything a connection
+// is judged by is compiled once per config). A service without routes or
+// access rules pays nothing for them. The runtime calls New once per
+// service, Run (or RunHealth and friends) in the background, Apply on every
+// reload and Status for `bal status` and metrics.
 package policy

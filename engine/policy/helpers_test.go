@@ -109,6 +109,7 @@ var (
 type conn struct {
 	ci        *engine.ConnInfo
 	admitted  bool
+	noRoute   bool     // admitted, but Route found no pool
 	tried     []string // addresses tried, in order
 	connected engine.Target
 	ok        bool
@@ -119,9 +120,24 @@ var nextID atomic.Uint64
 // connect admits a connection from client and runs Pick/DialResult until a
 // connect succeeds or Pick gives up; outcome decides each connect.
 func connect(p *Policy, client string, outcome func(engine.Target) error) *conn {
+	return connectHello(p, client, engine.Hello{}, outcome)
+}
+
+// connectHello is connect for a client whose first bytes inspection found
+// to be h: when the service inspects, Route is called with it after Admit,
+// as an engine does.
+func connectHello(p *Policy, client string, h engine.Hello, outcome func(engine.Target) error) *conn {
 	c := &conn{ci: &engine.ConnInfo{ID: nextID.Add(1), Client: netip.MustParseAddrPort(client)}}
+	c.ci.Peer = c.ci.Client
 	if c.admitted = p.Admit(c.ci); !c.admitted {
 		return c
+	}
+	if p.Service().Inspects() {
+		c.ci.Hello = h
+		if !p.Route(c.ci) {
+			c.noRoute = true
+			return c
+		}
 	}
 	for attempt := 0; ; attempt++ {
 		t, ok := p.Pick(c.ci, attempt)
@@ -147,7 +163,10 @@ func (c *conn) close(p *Policy) {
 		return
 	}
 	info := engine.CloseInfo{Reason: engine.CloseNoBackend}
-	if c.ok {
+	switch {
+	case c.noRoute:
+		info.Reason = engine.CloseNoRoute
+	case c.ok:
 		info = engine.CloseInfo{Backend: c.connected, BytesIn: 10, BytesOut: 20, Reason: engine.CloseDone, Duration: 1500 * time.Millisecond}
 	}
 	p.Closed(c.ci, info)
@@ -170,3 +189,5 @@ func (f *fixture) backend(t *testing.T, addr string) BackendStatus {
 	t.Fatalf("backend %s not in status", addr)
 	return BackendStatus{}
 }
+
+func mustAP(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }

@@ -3,13 +3,13 @@ package policy
 import (
 	"context"
 	"log/slog"
-	"slices"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/bal-lb/bal/engine"
-	"github.com/bal-lb/bal/engine/balance"
+	"github.com/bal-lb/bal/engine/access"
 	"github.com/bal-lb/bal/engine/config"
 	"github.com/bal-lb/bal/engine/health"
 	"github.com/bal-lb/bal/engine/pool"
@@ -36,29 +36,41 @@ type Options struct {
 // Compile-time guard.
 var _ engine.Policy = (*Policy)(nil)
 
-// Policy implements engine.Policy. Create it with New; it is safe for
-// concurrent use by any number of engines.
+// Policy implements engine.Policy for one service. Create it with New; it
+// is safe for concurrent use by any number of engines.
 type Policy struct {
 	st      atomic.Pointer[state]
 	applyMu sync.Mutex
 
-	log  *slog.Logger
-	now  func() time.Time
-	base time.Time // origin of the monotonic nanoseconds used for cooldowns
+	baseLog *slog.Logger // Options.Logger; state.log adds the service name
+	now     func() time.Time
+	base    time.Time // origin of the monotonic nanoseconds used for cooldowns
 
-	active    atomic.Int64
-	total     atomic.Uint64
-	rejected  []atomic.Uint64 // by reason, indexed like rejectReasons
-	noBackend atomic.Uint64
-	bytesIn   atomic.Uint64
-	bytesOut  atomic.Uint64
+	active atomic.Int64
+	total  atomic.Uint64
+	// toRoutes counts connections routed to a route's pool; the default
+	// pool's matches are total − toRoutes, so that a service without routes
+	// pays nothing for the count.
+	toRoutes    atomic.Uint64
+	defaultSeen atomic.Uint64                           // the default pool's count as last reported
+	rejected    []atomic.Uint64                         // by reason, indexed like rejectReasons
+	inspected   [engine.InspectClosed + 1]atomic.Uint64 // by engine.InspectResult
+	noBackend   atomic.Uint64
+	bytesIn     atomic.Uint64
+	bytesOut    atomic.Uint64
 
 	localFailures atomic.Uint64
 
 	// rejectLog logs refused connections, localLog backend connects that
 	// failed for a local reason (the engine then resets the client), each
-	// at most once a second with the count.
+	// at most once a second with the count and a sample client.
 	rejectLog, localLog *rateLog
+
+	// sources is the per-source table (max_connections_per_source,
+	// connection_rate_per_source), made when a config first sets a limit
+	// and kept from then on, across every reload (guarded by applyMu; the
+	// data path reads it through state.sources).
+	sources *access.Sources
 
 	prot    *protect.Guard
 	checker *health.Checker
@@ -70,31 +82,60 @@ type Policy struct {
 }
 
 // state is everything derived from one service's config; swapped
-// atomically.
+// atomically, read once per call on the data path.
 type state struct {
-	svc       *config.Service
-	pool      *pool.Pool
-	bal       balance.Balancer
-	keys      []string
-	weights   []int
-	hashed    bool  // the method uses the client hash
-	maxConns  int64 // ≤ 0: unlimited
-	backoff   pool.Backoff
+	// Admission (Admit), in order: allow/deny, the per-source table, the
+	// concurrency limit. guarded is false when neither access rule nor
+	// per-source limit is set. The data path's fields come first.
+	guarded   bool
+	allowOn   bool
+	accessLog bool
+	routing   routing // how a connection finds its pool
+	maxConns  int64   // ≤ 0: unlimited
+	def       *poolState
+	sources   *access.Sources // nil: no per-source limit
+	allow     *access.PrefixSet
+	deny      *access.PrefixSet
+	perSource int
+	rate      access.Rate
 	rise      int
 	fall      int
-	accessLog bool
+	backoff   pool.Backoff
+	log       *slog.Logger // with the service name
+
+	svc *config.Service
+
+	// pools are the service's pools in config.Service.Pools order; routes
+	// the compiled matchers of its routes, in order (routes[i].pool is
+	// pools[i]); def the default pool, nil when the service has none.
+	pools  []*poolState
+	routes []route
+
+	// health is the round every health check runs: each server probed once
+	// per check config, its result fed to every pool holding it.
+	health health.Round
 }
 
-// New returns a policy serving svc (a nil svc serves no backend). Nothing runs in the background until
-// Run (or RunHealth) is called; until the first health round every backend
-// is served optimistically (see pool.Health).
+// routing says where a connection's pool is chosen.
+type routing uint8
+
+const (
+	routeDefault  routing = iota // no routes: every connection goes to the default pool (or none)
+	routeBySource                // only source routes: Admit routes by the client address
+	routeInspect                 // sni/alpn routes: Route routes after inspection
+)
+
+// New returns a policy serving svc (a nil svc serves no backend). Nothing
+// runs in the background until Run (or RunHealth) is called; until the
+// first health round every backend is served optimistically (see
+// pool.Health).
 func New(svc *config.Service, o Options) *Policy {
 	if svc == nil {
-		svc = &config.Service{Name: config.DefaultServiceName, Protocol: config.TCP, Method: config.RoundRobin, Runtime: config.Profile(0)}
+		svc = emptyService()
 	}
-	p := &Policy{log: o.Logger, now: o.Now}
-	if p.log == nil {
-		p.log = slog.New(slog.DiscardHandler)
+	p := &Policy{baseLog: o.Logger, now: o.Now}
+	if p.baseLog == nil {
+		p.baseLog = slog.New(slog.DiscardHandler)
 	}
 	if p.now == nil {
 		p.now = time.Now
@@ -110,34 +151,89 @@ func New(svc *config.Service, o Options) *Policy {
 	p.localLog = newRateLog("rejecting connections", localLogNames())
 	p.conns.New = func() any { return new(connState) }
 	p.prot = protect.NewGuard(protectConfig(svc), p.logProtection)
-	p.checker = health.New(p, health.Options{Resolver: o.Resolver, Dial: o.HealthDial, Logger: p.log, Now: p.now})
-	pl, _, _ := pool.New(svc.Backends, nil)
-	p.st.Store(newState(svc, pl, nil))
+	p.checker = health.New(p, health.Options{Resolver: o.Resolver, Dial: o.HealthDial, Logger: p.baseLog, Now: p.now})
+	p.sourcesFor(svc)
+	st, _ := p.newState(svc, nil)
+	p.st.Store(st)
 	return p
 }
 
-func newState(svc *config.Service, pl *pool.Pool, prev *state) *state {
+func emptyService() *config.Service {
+	return &config.Service{Name: config.DefaultServiceName, Protocol: config.TCP, Method: config.RoundRobin, Runtime: config.Profile(0)}
+}
+
+// sourcesFor makes or resizes the per-source table when svc limits sources.
+// A table, once made, stays (with its size kept up to date): turning limits
+// off and on again keeps the counts of open connections right.
+func (p *Policy) sourcesFor(svc *config.Service) {
+	size := svc.Runtime.SourceTableSize
+	if size <= 0 {
+		size = access.DefaultSourceTableSize
+	}
+	size = min(size, access.MaxSourceTableSize)
+	limited := svc.Access.MaxConnectionsPerSource > 0 || !svc.Access.ConnectionRatePerSource.IsZero()
+	switch {
+	case p.sources == nil && limited:
+		p.sources, _ = access.NewSources(size, p.now) // size is in range
+	case p.sources != nil && p.sources.Stats().Size != size:
+		_ = p.sources.Resize(size) // size is in range
+	}
+}
+
+// newState compiles svc; prev (nil at New) lends its pools by name. changes
+// are what Apply logs.
+func (p *Policy) newState(svc *config.Service, prev *state) (*state, []change) {
 	rt := svc.Runtime
 	st := &state{
 		svc:       svc,
-		pool:      pl,
-		keys:      pl.Keys(),
-		weights:   pl.Weights(),
-		hashed:    svc.Method == config.SourceHash,
 		maxConns:  int64(rt.MaxConcurrentConnections),
 		backoff:   pool.Backoff{Initial: rt.FailoverBackoffInitial, Max: rt.FailoverBackoffMax, Cooldown: rt.BackendCooldown},
 		rise:      rt.HealthCheckSuccessThreshold,
 		fall:      rt.HealthCheckFailThreshold,
 		accessLog: rt.AccessLog,
 	}
-	// Same method over the same backends and weights: keep the balancer, so
-	// a reload does not restart the round-robin order or rebuild a table.
-	if prev != nil && prev.svc.Method == svc.Method && slices.Equal(prev.keys, st.keys) && slices.Equal(prev.weights, st.weights) {
-		st.bal = prev.bal
+	if prev != nil && prev.svc.Name == svc.Name {
+		st.log = prev.log
 	} else {
-		st.bal = balance.New(svc.Method, st.keys, st.weights)
+		st.log = p.baseLog.With(slog.String("service", svc.Name))
 	}
-	return st
+
+	a := &svc.Access
+	st.allowOn, st.allow, st.deny = len(a.Allow) > 0, PrefixSet(a.Allow), PrefixSet(a.Deny)
+	st.perSource, st.rate = max(a.MaxConnectionsPerSource, 0), a.ConnectionRatePerSource
+	if st.perSource > 0 || !st.rate.IsZero() {
+		st.sources = p.sources
+	}
+	st.guarded = st.allowOn || st.deny != nil || st.sources != nil
+
+	changes := st.buildPools(svc, prev)
+	switch {
+	case svc.Inspects():
+		st.routing = routeInspect
+	case len(st.routes) > 0:
+		st.routing = routeBySource
+	}
+	st.health = healthRound(st)
+	return st, changes
+}
+
+// PrefixSet is the set of the valid prefixes of ps, nil when ps is empty.
+// Configs hold valid prefixes only (the config parser rejects others); an
+// invalid netip.Prefix contains no address, so leaving one out changes
+// nothing. The server builds the trusted_proxies set of engine.Tunables
+// with it.
+func PrefixSet(ps []netip.Prefix) *access.PrefixSet {
+	if len(ps) == 0 {
+		return nil
+	}
+	valid := make([]netip.Prefix, 0, len(ps))
+	for _, x := range ps {
+		if x.IsValid() {
+			valid = append(valid, x)
+		}
+	}
+	s, _ := access.NewPrefixSet(valid) // every prefix is valid
+	return s
 }
 
 func protectConfig(s *config.Service) protect.Config {
@@ -154,15 +250,19 @@ func (p *Policy) mono(t time.Time) int64 { return int64(t.Sub(p.base)) }
 // Service returns the service config in force.
 func (p *Policy) Service() *config.Service { return p.st.Load().svc }
 
-// Apply swaps in the service's reloaded config. Backends kept across the reload (same
-// Key) keep their health, counters, cooldown and open connections, with the
-// new weight. New backends start unknown — served optimistically, like at
-// start-up — and a health round is triggered at once so they are checked
-// promptly. Removed backends get no new connections; their open ones finish
-// and report Closed normally. Method, weights, thresholds, timeouts,
-// protection settings and the access log switch change live. Connections
-// already admitted finish their failover on the backend list they started
-// with. Apply never blocks on the data path.
+// Apply swaps in the service's reloaded config. Pools are matched by name
+// (a route's, or the default pool's). In a kept pool, backends kept across
+// the reload (same Key) keep their health, counters, cooldown and open
+// connections, with the new weight; new backends start unknown — served
+// optimistically, like at start-up — and a health round is triggered at
+// once so they are checked promptly. A new route's pool starts fresh; a
+// removed route, or a removed backend, gets no new connections, and its open
+// ones finish and report Closed normally. Routes, access rules, limits,
+// methods, weights, thresholds, timeouts, protection settings and the access
+// log switch change live, for new connections; the per-source table keeps
+// its counts and buckets. Connections already admitted finish their
+// failover in the pool they started with. Apply never blocks on the data
+// path.
 func (p *Policy) Apply(svc *config.Service) {
 	if svc == nil {
 		return
@@ -170,38 +270,28 @@ func (p *Policy) Apply(svc *config.Service) {
 	p.applyMu.Lock()
 	defer p.applyMu.Unlock()
 	old := p.st.Load()
-	pl, added, removed := pool.New(svc.Backends, old.pool)
-	p.st.Store(newState(svc, pl, old))
+	p.sourcesFor(svc)
+	st, changes := p.newState(svc, old)
+	p.st.Store(st)
 	p.prot.SetConfig(protectConfig(svc))
-	for _, b := range added {
-		p.log.Info("backend added", slog.String("backend", b.Name()))
-	}
-	for _, b := range removed {
-		p.log.Info("backend removed", slog.String("backend", b.Name()), slog.Int64("active_connections", b.Active()))
+	added := false
+	for _, c := range changes {
+		c.log(st.log)
+		added = added || c.added
 	}
 	if old.svc.Method != svc.Method {
-		p.log.Info("balancing method changed", slog.String("method", string(svc.Method)), slog.String("previous", string(old.svc.Method)))
+		st.log.Info("balancing method changed", slog.String("method", string(svc.Method)), slog.String("previous", string(old.svc.Method)))
 	}
 	// New backends are checked at once; a shorter interval starts now
 	// rather than after the old, longer one runs out.
-	if len(added) > 0 || svc.Runtime.HealthCheckInterval < old.svc.Runtime.HealthCheckInterval {
+	if added || svc.Runtime.HealthCheckInterval < old.svc.Runtime.HealthCheckInterval {
 		p.checker.Trigger()
 	}
 }
 
-// HealthRound implements health.Source: the current backends and health
-// settings, read by the checker at the start of every round.
-func (p *Policy) HealthRound() health.Round {
-	st := p.st.Load()
-	rt := st.svc.Runtime
-	return health.Round{
-		Backends: st.pool.Backends(),
-		Interval: rt.HealthCheckInterval,
-		Timeout:  rt.HealthCheckTimeout,
-		Rise:     rt.HealthCheckSuccessThreshold,
-		Fall:     rt.HealthCheckFailThreshold,
-	}
-}
+// HealthRound implements health.Source: the current servers to probe and
+// health settings, read by the checker at the start of every round.
+func (p *Policy) HealthRound() health.Round { return p.st.Load().health }
 
 // Run runs everything the policy needs in the background — active health
 // checks (first round at once), the access log writer and the protection
@@ -248,16 +338,20 @@ func (p *Policy) RunTicker(ctx context.Context) {
 }
 
 func (p *Policy) logProtection(t protect.Transition) {
+	log := p.baseLog
+	if st := p.st.Load(); st != nil {
+		log = st.log
+	}
 	switch {
 	case !t.On:
-		p.log.LogAttrs(context.Background(), slog.LevelInfo, "protection mode off",
+		log.LogAttrs(context.Background(), slog.LevelInfo, "protection mode off",
 			slog.String("cause", string(t.Cause)), slog.String("previous_reason", string(t.Previous)))
 	case t.Previous != protect.ReasonNone:
-		p.log.LogAttrs(context.Background(), slog.LevelWarn, "protection mode reason changed",
+		log.LogAttrs(context.Background(), slog.LevelWarn, "protection mode reason changed",
 			slog.String("reason", string(t.Reason)), slog.String("previous_reason", string(t.Previous)),
 			slog.Int("failures", t.Failures))
 	default:
-		p.log.LogAttrs(context.Background(), slog.LevelWarn, "protection mode on",
+		log.LogAttrs(context.Background(), slog.LevelWarn, "protection mode on",
 			slog.String("reason", string(t.Reason)), slog.Int("failures", t.Failures))
 	}
 }

@@ -350,7 +350,7 @@ func TestProtectionTickerEndsQuietProtection(t *testing.T) {
 func TestHostnameBackendTriesEveryAddress(t *testing.T) {
 	f := newFixture(t, service(config.RoundRobin, func(r *config.Runtime) { r.HealthCheckFailThreshold = 100 },
 		be("app.test", 9000, 1), be("127.0.0.1", 9002, 1)), Options{})
-	f.p.st.Load().pool.At(0).Observe(true, 1, 100) // known up, as after a health check
+	f.p.st.Load().def.pool.At(0).Observe(true, 1, 100) // known up, as after a health check
 	// Not resolved yet: never picked.
 	for range 3 {
 		c := connect(f.p, "192.0.2.1:1", ok)
@@ -360,7 +360,7 @@ func TestHostnameBackendTriesEveryAddress(t *testing.T) {
 		}
 	}
 	a1, a2, a3 := netip.MustParseAddrPort("[::1]:9000"), netip.MustParseAddrPort("127.0.0.1:9000"), netip.MustParseAddrPort("127.0.0.2:9000")
-	f.p.st.Load().pool.At(0).SetAddrs([]netip.AddrPort{a1, a2, a3})
+	f.p.st.Load().def.pool.At(0).SetAddrs([]netip.AddrPort{a1, a2, a3})
 	// First address refused, second times out, third connects: one backend
 	// tried, no cooldown.
 	c := connect(f.p, "192.0.2.1:2", failing(map[string]error{a1.String(): errRefused, a2.String(): errTimeout}))
@@ -480,7 +480,7 @@ func TestSourceHashThroughPolicy(t *testing.T) {
 	f1 := newFixture(t, service(config.SourceHash, nil, bs...), Options{})
 	f2 := newFixture(t, service(config.SourceHash, nil, slices.Clone(bs)...), Options{})
 	for _, f := range []*fixture{f1, f2} {
-		f.p.st.Load().pool.At(2).SetAddrs([]netip.AddrPort{netip.MustParseAddrPort("10.0.0.3:80")})
+		f.p.st.Load().def.pool.At(2).SetAddrs([]netip.AddrPort{netip.MustParseAddrPort("10.0.0.3:80")})
 	}
 	for k := range 1000 {
 		client := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, byte(k >> 8), byte(k)}), uint16(1000+k)).String()

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"log/slog"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,14 +36,25 @@ func localIndex(r engine.LocalResource) int {
 }
 
 // Refused implements engine.Policy: a connection the engine reset on its
-// own (no descriptor headroom), counted and logged like Admit's refusals.
-func (p *Policy) Refused(_ *engine.ConnInfo, r engine.RejectReason) { p.reject(r) }
+// own (no descriptor headroom; a PROXY header missing, malformed, late or
+// from an untrusted peer), counted and logged like Admit's refusals.
+func (p *Policy) Refused(c *engine.ConnInfo, r engine.RejectReason) {
+	var client netip.AddrPort
+	if c != nil {
+		client = c.Client
+		if !client.IsValid() {
+			client = c.Peer
+		}
+	}
+	p.reject(p.st.Load(), r, client)
+}
 
-// reject counts one refused connection for r and logs it (rate-limited).
-func (p *Policy) reject(r engine.RejectReason) {
+// reject counts one refused connection for r and logs it (rate-limited,
+// with client as a sample).
+func (p *Policy) reject(st *state, r engine.RejectReason, client netip.AddrPort) {
 	i := reasonIndex(r)
 	p.rejected[i].Add(1)
-	p.rejectLog.note(p.log, i, p.now())
+	p.rejectLog.note(st.log, i, p.now(), client)
 }
 
 // rejectedBy is the number of refused connections by reason, every reason
@@ -56,25 +68,42 @@ func (p *Policy) rejectedBy() map[engine.RejectReason]uint64 {
 }
 
 // rateLog counts events by name and logs at most one burst a second: one
-// line per name with the count since that name's last line, so an overload
-// never floods the log.
+// line per name with the count since that name's last line and a sample
+// client (the first since that line, best effort), so an overload never
+// floods the log.
 type rateLog struct {
 	msg     string   // the log message
 	names   []string // the "reason" of each counter
 	pending []atomic.Uint64
+	samples []sample
 
 	mu   sync.Mutex
 	last time.Time
 }
 
-func newRateLog(msg string, names []string) *rateLog {
-	return &rateLog{msg: msg, names: names, pending: make([]atomic.Uint64, len(names))}
+// sample is one client address kept for the next line of a reason. set
+// spares the lock to every event but the first of a line.
+type sample struct {
+	set  atomic.Bool
+	mu   sync.Mutex
+	addr netip.AddrPort
 }
 
-// note counts one event of names[i] at now and logs the pending counts when
-// the last lines are a second old.
-func (r *rateLog) note(log *slog.Logger, i int, now time.Time) {
+func newRateLog(msg string, names []string) *rateLog {
+	return &rateLog{msg: msg, names: names, pending: make([]atomic.Uint64, len(names)), samples: make([]sample, len(names))}
+}
+
+// note counts one event of names[i] from client at now and logs the pending
+// counts when the last lines are a second old.
+func (r *rateLog) note(log *slog.Logger, i int, now time.Time, client netip.AddrPort) {
 	r.pending[i].Add(1)
+	if s := &r.samples[i]; client.IsValid() && !s.set.Load() && s.mu.TryLock() {
+		if !s.set.Load() {
+			s.addr = client
+			s.set.Store(true)
+		}
+		s.mu.Unlock()
+	}
 	if !r.mu.TryLock() {
 		return
 	}
@@ -84,7 +113,19 @@ func (r *rateLog) note(log *slog.Logger, i int, now time.Time) {
 	}
 	r.last = now
 	for j := range r.pending {
-		if n := r.pending[j].Swap(0); n > 0 {
+		n := r.pending[j].Swap(0)
+		if n == 0 {
+			continue
+		}
+		s := &r.samples[j]
+		s.mu.Lock()
+		a := s.addr
+		s.addr = netip.AddrPort{}
+		s.set.Store(false)
+		s.mu.Unlock()
+		if a.IsValid() {
+			log.Warn(r.msg, "reason", r.names[j], "count", n, "sample_client", a.String())
+		} else {
 			log.Warn(r.msg, "reason", r.names[j], "count", n)
 		}
 	}
@@ -105,7 +146,3 @@ func localLogNames() []string {
 	}
 	return names
 }
-
-// Route implements engine.Policy. A service without routes sends every
-// connection to its one pool, so there is nothing to choose.
-func (p *Policy) Route(*engine.ConnInfo) bool { return true }

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/bal-lb/bal/engine"
+	"github.com/bal-lb/bal/engine/access"
 	"github.com/bal-lb/bal/engine/config"
 	"github.com/bal-lb/bal/engine/pool"
 )
@@ -19,8 +20,11 @@ type Status struct {
 	// routes', then the default pool when it has backends.
 	Pools []PoolStatus
 
-	Active   int64  // admitted connections open now (all engines)
-	Total    uint64 // admitted connections since start (rejected ones excluded)
+	Active int64 // admitted connections open now (all engines)
+	// Total counts the admitted connections given a pool since start: the
+	// refused ones (no_route included) are not in it, nor, for a service
+	// that inspects, those that closed during inspection.
+	Total    uint64
 	Rejected uint64 // connections refused, every reason (Admit's, and the engines' reported with Refused)
 
 	// RejectedBy is Rejected by reason; every engine.RejectReasons entry is
@@ -40,15 +44,22 @@ type Status struct {
 	// Inspected counts inspection results; every engine.InspectResults
 	// entry is present (all 0 for a service that does not inspect).
 	Inspected map[engine.InspectResult]uint64
+
+	// Sources describes the per-source table; nil while no config of the
+	// service limited sources.
+	Sources *access.SourceStats
 }
 
 // PoolStatus is one pool's live state.
 type PoolStatus struct {
-	Name     string // the route's name, or config.DefaultServiceName
-	Route    bool   // false for the default pool
-	Method   config.Method
-	Match    config.Match // zero for the default pool
-	Matched  uint64       // connections routed to this pool
+	Name   string // the route's name, or config.DefaultServiceName
+	Route  bool   // false for the default pool
+	Method config.Method
+	Match  config.Match // zero for the default pool
+	// Matched counts the connections routed to this pool since start (a
+	// route's count carries over reloads that keep the route's name). Every
+	// connection in Status.Total is in exactly one pool's count.
+	Matched  uint64
 	Backends []BackendStatus
 }
 
@@ -75,6 +86,7 @@ func (s Status) DefaultBackends() []BackendStatus {
 
 // BackendStatus is one backend's live state.
 type BackendStatus struct {
+	Pool      string // name of the pool (PoolStatus.Name) it is listed in
 	Address   string // as configured ("host:port"), the metrics label
 	Key       string // normalised identity
 	Reachable bool   // health after thresholds (true until the first observation)
@@ -123,31 +135,68 @@ func (p *Policy) Status() Status {
 	}
 	s.Inspected = make(map[engine.InspectResult]uint64, len(engine.InspectResults()))
 	for _, r := range engine.InspectResults() {
-		s.Inspected[r] = 0
+		s.Inspected[r] = p.inspected[r].Load()
 	}
-	def := PoolStatus{Name: config.DefaultServiceName, Method: st.svc.Method, Backends: make([]BackendStatus, 0, st.pool.Len())}
-	for _, b := range st.pool.Backends() {
-		h := b.Health()
-		bs := BackendStatus{
-			Address:   b.Name(),
-			Key:       b.Key(),
-			Reachable: h.Up,
-			Checked:   h.Known,
-			Weight:    b.Weight(),
-			Active:    b.Active(),
-			Total:     b.Total(),
-			LastCheck: b.LastCheck(),
-			Counters:  b.Counters(),
-			Streak:    b.Streak(),
-			Addrs:     b.Addrs(),
+	defMatched := p.defaultMatched(s.Total)
+	s.Pools = make([]PoolStatus, 0, len(st.pools))
+	for _, ps := range st.pools {
+		pst := PoolStatus{Name: ps.name, Route: ps.route != nil, Method: ps.method, Backends: make([]BackendStatus, 0, ps.pool.Len())}
+		if ps.route != nil {
+			pst.Match = ps.route.Match
+			pst.Matched = ps.matched.Load()
+		} else {
+			pst.Matched = defMatched
 		}
-		if b.InCooldown(now) {
-			bs.Cooldown = p.base.Add(time.Duration(b.CooldownUntil()))
+		for _, b := range ps.pool.Backends() {
+			pst.Backends = append(pst.Backends, p.backendStatus(b, now))
 		}
-		def.Backends = append(def.Backends, bs)
+		s.Pools = append(s.Pools, pst)
 	}
-	if st.pool.Len() > 0 {
-		s.Pools = append(s.Pools, def)
+	if ss := st.sources; ss != nil {
+		t := ss.Stats()
+		s.Sources = &t
 	}
 	return s
+}
+
+// defaultMatched is the default pool's match count: every connection in
+// total (read before) that no route took. A routed connection counts in
+// toRoutes before it counts in total, so toRoutes (read after total) holds
+// every routed connection of total, and some more while they are counted:
+// the difference is never above the truth. The largest difference seen is
+// reported, so the count never goes back either.
+func (p *Policy) defaultMatched(total uint64) uint64 {
+	routed := p.toRoutes.Load()
+	v := total - min(routed, total)
+	for {
+		seen := p.defaultSeen.Load()
+		if v <= seen {
+			return seen
+		}
+		if p.defaultSeen.CompareAndSwap(seen, v) {
+			return v
+		}
+	}
+}
+
+func (p *Policy) backendStatus(b *pool.Backend, now int64) BackendStatus {
+	h := b.Health()
+	bs := BackendStatus{
+		Pool:      b.Pool(),
+		Address:   b.Name(),
+		Key:       b.Key(),
+		Reachable: h.Up,
+		Checked:   h.Known,
+		Weight:    b.Weight(),
+		Active:    b.Active(),
+		Total:     b.Total(),
+		LastCheck: b.LastCheck(),
+		Counters:  b.Counters(),
+		Streak:    b.Streak(),
+		Addrs:     b.Addrs(),
+	}
+	if b.InCooldown(now) {
+		bs.Cooldown = p.base.Add(time.Duration(b.CooldownUntil()))
+	}
+	return bs
 }

@@ -19,6 +19,7 @@ type Counters struct {
 type Backend struct {
 	key  string
 	name string
+	pool string // name of the pool holding it; "" outside a pool
 	host string
 	port uint16
 	ip   bool // host is an IP literal: resolved once, never by DNS
@@ -60,6 +61,10 @@ func (b *Backend) Key() string { return b.key }
 // Name is the backend as configured ("host:port"), the label of logs,
 // status and metrics.
 func (b *Backend) Name() string { return b.name }
+
+// Pool is the name of the pool the backend belongs to ("" for one made
+// with NewBackend alone, such as a probe's).
+func (b *Backend) Pool() string { return b.pool }
 
 // Host is the configured host (brackets removed).
 func (b *Backend) Host() string { return b.host }

@@ -5,18 +5,22 @@ import "github.com/bal-lb/bal/engine/config"
 // Pool is the ordered backend list of one config snapshot. It is immutable
 // once built; the Backends in it are live.
 type Pool struct {
+	name     string
 	backends []*Backend
 	byKey    map[string]int
 }
 
-// New builds the pool for backends cfg, in config order. Every backend whose
-// Key is in prev (which may be nil) is kept — same *Backend, so its health,
-// counters, cooldown and open connections survive — with its weight updated.
-// added are the backends created here; removed are those of prev that are no
-// longer configured (their open connections still hold them and may still
-// call Release).
-func New(cfg []config.Backend, prev *Pool) (p *Pool, added, removed []*Backend) {
-	p = &Pool{backends: make([]*Backend, 0, len(cfg)), byKey: make(map[string]int, len(cfg))}
+// New builds the pool named name (a route's name, or the default pool's)
+// for backends cfg, in config order. Every backend whose Key is in prev
+// (which may be nil) is kept — same *Backend, so its health, counters,
+// cooldown and open connections survive — with its weight updated. added
+// are the backends created here (their Pool is name); removed are those of
+// prev that are no longer configured (their open connections still hold
+// them and may still call Release). prev is the same pool as of the previous
+// config: a backend belongs to one pool, and a pool of another name never
+// lends its backends.
+func New(name string, cfg []config.Backend, prev *Pool) (p *Pool, added, removed []*Backend) {
+	p = &Pool{name: name, backends: make([]*Backend, 0, len(cfg)), byKey: make(map[string]int, len(cfg))}
 	for _, c := range cfg {
 		k := c.Key()
 		if _, dup := p.byKey[k]; dup {
@@ -25,6 +29,7 @@ func New(cfg []config.Backend, prev *Pool) (p *Pool, added, removed []*Backend) 
 		b := prev.Lookup(k)
 		if b == nil {
 			b = NewBackend(c)
+			b.pool = name
 			added = append(added, b)
 		} else {
 			b.SetWeight(c.Weight)
@@ -40,6 +45,14 @@ func New(cfg []config.Backend, prev *Pool) (p *Pool, added, removed []*Backend) 
 		}
 	}
 	return p, added, removed
+}
+
+// Name is the pool's name.
+func (p *Pool) Name() string {
+	if p == nil {
+		return ""
+	}
+	return p.name
 }
 
 // Len is the number of backends.

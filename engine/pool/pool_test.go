@@ -98,7 +98,7 @@ func TestBackendCounters(t *testing.T) {
 }
 
 func TestPoolReuse(t *testing.T) {
-	p1, added, removed := New([]config.Backend{cfg("127.0.0.1", 1, 1), cfg("::1", 2, 1), cfg("b.example", 3, 1)}, nil)
+	p1, added, removed := New("web", []config.Backend{cfg("127.0.0.1", 1, 1), cfg("::1", 2, 1), cfg("b.example", 3, 1)}, nil)
 	if len(added) != 3 || len(removed) != 0 || p1.Len() != 3 {
 		t.Fatalf("first pool: %d added %d removed len %d", len(added), len(removed), p1.Len())
 	}
@@ -108,7 +108,7 @@ func TestPoolReuse(t *testing.T) {
 	gone := p1.At(0)
 	gone.Connected()
 
-	p2, added, removed := New([]config.Backend{cfg("B.example", 3, 1), cfg("0::1", 2, 7), cfg("127.0.0.2", 1, 1)}, p1)
+	p2, added, removed := New("web", []config.Backend{cfg("B.example", 3, 1), cfg("0::1", 2, 7), cfg("127.0.0.2", 1, 1)}, p1)
 	if len(added) != 1 || added[0].Key() != "127.0.0.2:1" {
 		t.Fatalf("added %v", added)
 	}
@@ -117,6 +117,9 @@ func TestPoolReuse(t *testing.T) {
 	}
 	if p2.At(1) != kept || kept.Weight() != 7 || kept.Active() != 1 || kept.Up() {
 		t.Fatalf("kept backend lost state: same=%v weight %d active %d up %v", p2.At(1) == kept, kept.Weight(), kept.Active(), kept.Up())
+	}
+	if p2.Name() != "web" || added[0].Pool() != "web" || kept.Pool() != "web" || NewBackend(cfg("127.0.0.1", 1, 1)).Pool() != "" {
+		t.Fatalf("pool names: pool %q added %q kept %q", p2.Name(), added[0].Pool(), kept.Pool())
 	}
 	if p2.At(0) != p1.At(2) {
 		t.Fatal("hostname backend with different case not kept")

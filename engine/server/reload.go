@@ -36,7 +36,7 @@ func (s *Server) reject(err error) (*ReloadResult, error) {
 	return r, err
 }
 
-// Reload applies next live (docs/operations.md#reload). On any error nothing
+// Reload applies next live (docs/design.md#reload). On any error nothing
 // changes and the error wraps ErrReloadRejected.
 func (s *Server) Reload(ctx context.Context, next *config.Snapshot) (*ReloadResult, error) {
 	s.reloadMu.Lock()

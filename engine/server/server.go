@@ -13,7 +13,7 @@
 // then drains without a deadline, so its connections keep working until
 // they end on their own; a removed service stops accepting at once and its
 // connections get runtime.drain_timeout_ms before they are closed
-// (docs/operations.md#reload).
+// (docs/design.md#reload).
 package server
 
 import (

@@ -74,8 +74,8 @@ func (a *stats) add(b engine.Stats) {
 	a.BytesOut += b.BytesOut
 }
 
-// tunables are the engine settings of svc (docs/configuration.md#runtime-keys,
-// #access-control).
+// tunables are the engine settings of svc: its runtime keys
+// (docs/configuration.md#runtime-keys) and inbound PROXY header.
 func tunables(svc *config.Service) (engine.Tunables, error) {
 	rt := svc.Runtime
 	t := engine.Tunables{

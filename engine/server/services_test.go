@@ -118,6 +118,7 @@ func TestServices(t *testing.T) {
 		{"RemovedServiceDrains", testRemovedServiceDrains},
 		{"ReloadBindFailureRejectsWhole", testReloadBindFailureRejectsWhole},
 		{"ReloadOntoOwnAddressExplained", testReloadOntoOwnAddress},
+		{"ReloadEngineChange", testReloadEngineChange},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, tt.fn)
@@ -429,5 +430,50 @@ func testReloadOntoOwnAddress(t *testing.T) {
 	}
 	if !bindable(t, p2) {
 		t.Error("the moved service's new port is still bound after the rejected reload")
+	}
+}
+
+// testReloadEngineChange: runtime.engine is process-wide; a service that
+// keeps its address cannot switch engines live, one that moves can.
+func testReloadEngineChange(t *testing.T) {
+	engines := func(name string) (Engine, error) {
+		if name == "other" {
+			e, err := stdEngines(config.EngineStd)
+			e.Name = "other"
+			return e, err
+		}
+		return stdEngines(name)
+	}
+	a := nameBackend(t, "a")
+	p1, p2, p3 := freePort(t), freePort(t), freePort(t)
+	s := New(snapOf(time.Second, svcCfg("one", p1, a.Addr), svcCfg("two", p2, a.Addr)), Options{Engines: engines})
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	withEngine := func(snap *config.Snapshot) *config.Snapshot {
+		snap.Runtime.Engine = "other"
+		return snap
+	}
+	// one moves, two stays: two cannot change engine.
+	_, err := s.Reload(context.Background(), withEngine(snapOf(time.Second, svcCfg("one", p3, a.Addr), svcCfg("two", p2, a.Addr))))
+	if !errors.Is(err, ErrReloadRejected) || !strings.Contains(err.Error(), "service two: runtime.engine std -> other on the same address needs a restart") {
+		t.Fatalf("reload = %v", err)
+	}
+	if !bindable(t, p3) {
+		t.Error("the moved service's new port is still bound after the rejected reload")
+	}
+	// Both move: the new listeners run the new engine.
+	p4 := freePort(t)
+	if _, err := s.Reload(context.Background(), withEngine(snapOf(time.Second, svcCfg("one", p3, a.Addr), svcCfg("two", p4, a.Addr)))); err != nil {
+		t.Fatal(err)
+	}
+	for _, ss := range s.Status().Services {
+		if ss.Engine != "other" {
+			t.Errorf("service %s runs %s after the move, want other", ss.Name, ss.Engine)
+		}
+	}
+	if got, err := ask(t, addrOf(p4)); err != nil || got != "a" {
+		t.Fatalf("moved service: %q, %v", got, err)
 	}
 }

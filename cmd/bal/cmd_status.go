@@ -3,9 +3,13 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/bal-lb/bal/engine"
 	"github.com/bal-lb/bal/engine/config"
 	"github.com/bal-lb/bal/engine/control"
 	"github.com/spf13/pflag"
@@ -75,8 +79,11 @@ type statusJSON struct {
 	Goroutines       *int            `json:"goroutines"`       // the daemon's goroutines now
 	DrainTimeoutMS   *int64          `json:"drain_timeout_ms"` // what bal stop waits for, plus 5 s
 	Limits           *control.Limits `json:"limits"`
-	fault            triplet         // the human report's problem, if any
-	live             *control.Status // nil when not running or not answering
+	// Services is GET /status's services[] as the daemon sent it: every
+	// service with its routes and backends; empty when not running.
+	Services []control.Service `json:"services"`
+	fault    triplet           // the human report's problem, if any
+	live     *control.Status   // nil when not running or not answering
 }
 
 // statusBackend is one entry of backends[] (docs/operations.md#bal-status).
@@ -125,7 +132,7 @@ func status(ctx context.Context, flagPath string) *statusJSON {
 
 // statusFrom judges what findInstance found.
 func statusFrom(f *found, flagPath string) *statusJSON {
-	res := &statusJSON{Backends: []statusBackend{}, Overall: levelFailed}
+	res := &statusJSON{Backends: []statusBackend{}, Services: []control.Service{}, Overall: levelFailed}
 	st := f.live
 	if st == nil {
 		res.ConfigPath, _ = config.Resolve(flagPath)
@@ -198,7 +205,11 @@ func statusFrom(f *found, flagPath string) *statusJSON {
 	res.Goroutines = &st.Goroutines
 	res.DrainTimeoutMS = &st.DrainTimeoutMS
 	res.Limits = &st.Limits
+	if st.Services != nil {
+		res.Services = st.Services
+	}
 
+	sum := summarize(st)
 	res.Overall = levelWarn
 	switch {
 	case st.State == control.StateDraining:
@@ -207,7 +218,7 @@ func statusFrom(f *found, flagPath string) *statusJSON {
 			why:  "it was asked to stop: no new connections, open ones are finishing",
 			do:   "wait for it to exit ('bal stop' waits), then start it again if needed",
 		}
-	case st.BackendTotal > 0 && st.BackendReachable == 0:
+	case sum.backends > 0 && sum.reachable == 0:
 		res.fault = triplet{
 			what: "no backend is reachable",
 			why:  "network path, backend service, or DNS is failing",
@@ -223,22 +234,114 @@ func statusFrom(f *found, flagPath string) *statusJSON {
 			why:  why,
 			do:   "fix the config file ('bal check'), then run 'bal graceful'",
 		}
-	case st.ProtectionMode.Enabled:
+	case sum.protection != "off":
 		res.fault = triplet{
-			what: "protection mode is on (" + reasonOr(st.ProtectionMode.Reason) + ")",
+			what: "protection mode is " + sum.protection,
 			why:  "backends are timing out or refusing connections; failover backs off harder",
 			do:   "run 'bal doctor --verbose' and recover the failing backends",
 		}
-	case st.BackendReachable < st.BackendTotal:
+	case sum.reachable < sum.backends:
+		why := "partial outage or uneven backend health"
+		if len(sum.degraded) > 0 {
+			why += " (" + strings.Join(sum.degraded, "; ") + ")"
+		}
 		res.fault = triplet{
 			what: "some backends are unreachable",
-			why:  "partial outage or uneven backend health",
+			why:  why,
 			do:   "run 'bal doctor --verbose' and recover failing backends",
 		}
 	default:
 		res.Overall = levelOK
 	}
 	return res
+}
+
+// summary is what the report and the judgement say about the whole
+// instance: the top-level (first service's) figures for a config in the
+// single-service form, else every service's and pool's together.
+type summary struct {
+	multi      bool // several services, or one with a name or routes of its own
+	backends   int  // backends over the pools counted
+	reachable  int
+	active     int64
+	total      uint64
+	rejected   uint64
+	bytes      control.Bytes
+	protection string   // "off", "on (reason)", or "on (service: reason, ...)"
+	degraded   []string // "service/pool: 1/2 reachable" for every pool short of backends
+}
+
+// multiService reports whether st needs the services view: more than one
+// service, or one that is not the plain service of the single-service form.
+func multiService(st *control.Status) bool {
+	switch len(st.Services) {
+	case 0:
+		return false
+	case 1:
+		return st.Services[0].Name != config.DefaultServiceName || len(st.Services[0].Routes) > 0
+	}
+	return true
+}
+
+func summarize(st *control.Status) summary {
+	if !multiService(st) {
+		return summary{backends: st.BackendTotal, reachable: st.BackendReachable, active: st.ActiveConnections, total: st.TotalConnections,
+			rejected: st.RejectedConnections, bytes: st.Bytes, protection: protectionWord(st.ProtectionMode)}
+	}
+	sum := summary{multi: true, protection: "off"}
+	var on []string
+	for _, svc := range st.Services {
+		sum.active += svc.ActiveConnections
+		sum.total += svc.TotalConnections
+		for _, n := range svc.RejectedConnections {
+			sum.rejected += n
+		}
+		sum.bytes.ClientToBackend += svc.Bytes.ClientToBackend
+		sum.bytes.BackendToClient += svc.Bytes.BackendToClient
+		if svc.ProtectionMode.Enabled {
+			on = append(on, svc.Name+": "+reasonOr(svc.ProtectionMode.Reason))
+		}
+		for _, p := range pools(svc) {
+			up := reachableOf(p.backends)
+			sum.backends += len(p.backends)
+			sum.reachable += up
+			if up < len(p.backends) {
+				sum.degraded = append(sum.degraded, fmt.Sprintf("%s/%s: %d/%d reachable", svc.Name, p.name, up, len(p.backends)))
+			}
+		}
+	}
+	if len(on) > 0 {
+		sum.protection = "on (" + strings.Join(on, ", ") + ")"
+	}
+	return sum
+}
+
+// statusPool is one pool of a service as the report lists it.
+type statusPool struct {
+	name     string // the route's, or "default"
+	backends []control.Backend
+}
+
+// pools are svc's routes' pools, then its default pool when it has backends.
+func pools(svc control.Service) []statusPool {
+	out := make([]statusPool, 0, len(svc.Routes)+1)
+	for _, r := range svc.Routes {
+		out = append(out, statusPool{r.Name, r.Backends})
+	}
+	if len(svc.Backends) > 0 {
+		out = append(out, statusPool{config.DefaultServiceName, svc.Backends})
+	}
+	return out
+}
+
+func reachableOf(bs []control.Backend) int {
+	n := 0
+	for _, b := range bs {
+		if b.Reachable {
+			n++
+		}
+	}
+	return n
 }
 
 func reasonOr(r *string) string {
@@ -257,8 +360,13 @@ func statusBrief(res *statusJSON) string {
 	case st == nil:
 		return fmt.Sprintf("running pid=%d, control socket not answering", *res.PID)
 	}
-	s := fmt.Sprintf("running pid=%d on %s (%s), %d/%d backends reachable, %d active connections, protection %s",
-		st.PID, st.Listen, st.Engine, st.BackendReachable, st.BackendTotal, st.ActiveConnections, protectionWord(st.ProtectionMode))
+	sum := summarize(st)
+	where := "on " + st.Listen
+	if sum.multi {
+		where = fmt.Sprintf("with %d services", len(st.Services))
+	}
+	s := fmt.Sprintf("running pid=%d %s (%s), %d/%d backends reachable, %d active connections, protection %s",
+		st.PID, where, st.Engine, sum.reachable, sum.backends, sum.active, sum.protection)
 	if res.fault.what != "" {
 		s += ": " + res.fault.what
 	}
@@ -302,9 +410,14 @@ func statusReport(res *statusJSON, verbose bool) *report {
 		daemon = fmt.Sprintf("draining (pid=%d)", st.PID)
 	}
 	r.field("daemon", daemon)
-	r.field("backends", fmt.Sprintf("%d/%d reachable", st.BackendReachable, st.BackendTotal))
-	r.field("connections", fmt.Sprintf("%d active, %d total", st.ActiveConnections, st.TotalConnections))
-	r.field("protection_mode", protectionWord(st.ProtectionMode))
+	sum := summarize(st)
+	r.field("backends", fmt.Sprintf("%d/%d reachable", sum.reachable, sum.backends))
+	r.field("connections", fmt.Sprintf("%d active, %d total", sum.active, sum.total))
+	r.field("protection_mode", sum.protection)
+	if sum.multi {
+		servicesReport(r, res, sum, verbose)
+		return r
+	}
 	if verbose {
 		r.field("listen", st.Listen)
 		r.field("engine", st.Engine)
@@ -324,13 +437,7 @@ func statusReport(res *statusJSON, verbose bool) *report {
 		}
 		lines := make([]string, 0, len(st.Backends))
 		for _, b := range st.Backends {
-			line := fmt.Sprintf("%s reachable=%v weight=%d active=%d total=%d last_check=%s counters(timeout=%d, refused=%d, other=%d)",
-				b.Address, b.Reachable, b.Weight, b.ActiveConnections, b.TotalConnections, timeOrDash(b.LastCheckTime),
-				b.Counters.Timeout, b.Counters.Refused, b.Counters.Other)
-			if b.CooldownUntil != nil {
-				line += " cooldown_until=" + b.CooldownUntil.Format(time.RFC3339Nano)
-			}
-			lines = append(lines, line)
+			lines = append(lines, backendLine(b))
 		}
 		r.list("backend_details", lines)
 		switch {
@@ -348,6 +455,136 @@ func statusReport(res *statusJSON, verbose bool) *report {
 		r.next("continue monitoring with 'bal status'")
 	}
 	return r
+}
+
+// servicesReport is the rest of the human report for several services (or
+// one with a name or routes): one line per service, and under --verbose the
+// process-wide figures, then each service's listener, counters, routes and
+// backends.
+func servicesReport(r *report, res *statusJSON, sum summary, verbose bool) {
+	st := res.live
+	if verbose {
+		r.field("engine", st.Engine)
+		r.field("config", st.ConfigPath)
+		r.field("version", orDash(st.Version))
+		r.field("uptime", (time.Duration(st.UptimeS) * time.Second).String())
+		r.field("active_connections", sum.active)
+		r.field("total_connections", sum.total)
+		r.field("rejected_connections", sum.rejected)
+		r.field("bytes", fmt.Sprintf("client_to_backend=%d backend_to_client=%d", sum.bytes.ClientToBackend, sum.bytes.BackendToClient))
+		r.field("reloads", fmt.Sprintf("%d ok, %d rejected", st.Reloads, st.ReloadFailures))
+		r.field("last_reload", lastReloadLine(st.LastReload))
+		if st.DrainingListeners > 0 {
+			r.field("draining_listeners", st.DrainingListeners)
+		}
+	} else if st.LastReload != nil && !st.LastReload.OK {
+		r.field("last_reload", lastReloadLine(st.LastReload))
+	}
+	r.field("services", len(st.Services))
+	for _, svc := range st.Services {
+		up, n := 0, 0
+		for _, p := range pools(svc) {
+			up, n = up+reachableOf(p.backends), n+len(p.backends)
+		}
+		r.item(fmt.Sprintf("%s %s %s: %d/%d backends reachable, %d active, %d total, protection %s",
+			svc.Name, svc.Protocol, net.JoinHostPort(svc.BindAddress, strconv.Itoa(svc.Port)), up, n,
+			svc.ActiveConnections, svc.TotalConnections, protectionWord(svc.ProtectionMode)))
+		if !verbose {
+			continue
+		}
+		r.detail("listen", orDash(svc.Listen))
+		r.detail("method", svc.Method)
+		r.detail("rejected", countsLine(svc.RejectedConnections, rejectReasonNames()))
+		if len(svc.Routes) > 0 {
+			r.detail("inspect", countsLine(svc.InspectResults, inspectResultNames()))
+		}
+		r.detail("bytes", fmt.Sprintf("client_to_backend=%d backend_to_client=%d", svc.Bytes.ClientToBackend, svc.Bytes.BackendToClient))
+		r.detail("last_check_time", timeOrDash(svc.LastCheckTime))
+		if svc.DrainingListeners > 0 {
+			r.detail("draining_listeners", strconv.Itoa(svc.DrainingListeners))
+		}
+		for _, rt := range svc.Routes {
+			r.detail("route", fmt.Sprintf("%s match(%s) method=%s matched=%d", rt.Name, matchLine(rt.Match), rt.Method, rt.MatchedTotal))
+		}
+		for _, p := range pools(svc) {
+			for _, b := range p.backends {
+				r.detail("backend", p.name+" "+backendLine(b))
+			}
+		}
+	}
+	if verbose && len(sum.degraded) > 0 {
+		if sum.reachable == 0 {
+			r.field("hint", "no reachable backend. Run 'bal doctor' and verify backend host/port/firewall")
+		} else {
+			r.field("hint", "partial backend reachability detected: "+strings.Join(sum.degraded, "; "))
+		}
+	}
+	if res.fault.what != "" {
+		r.problem(res.fault)
+	} else {
+		r.next("continue monitoring with 'bal status'")
+	}
+}
+
+// backendLine is one backend of the human report.
+func backendLine(b control.Backend) string {
+	line := fmt.Sprintf("%s reachable=%v weight=%d active=%d total=%d last_check=%s counters(timeout=%d, refused=%d, other=%d)",
+		b.Address, b.Reachable, b.Weight, b.ActiveConnections, b.TotalConnections, timeOrDash(b.LastCheckTime),
+		b.Counters.Timeout, b.Counters.Refused, b.Counters.Other)
+	if b.CooldownUntil != nil {
+		line += " cooldown_until=" + b.CooldownUntil.Format(time.RFC3339Nano)
+	}
+	return line
+}
+
+// matchLine is "sni=a,b alpn=h2 source=10.0.0.0/8", the keys a route uses.
+func matchLine(m control.Match) string {
+	var parts []string
+	for _, k := range []struct {
+		name string
+		vals []string
+	}{{"sni", m.SNI}, {"alpn", m.ALPN}, {"source", m.Source}} {
+		if len(k.vals) > 0 {
+			parts = append(parts, k.name+"="+strings.Join(k.vals, ","))
+		}
+	}
+	return strings.Join(parts, " ")
+}
+
+// countsLine is "a=1 b=0 ..." in the order of names, then any name the
+// daemon sent that this bal does not know.
+func countsLine(counts map[string]uint64, names []string) string {
+	parts := make([]string, 0, len(counts))
+	for _, n := range names {
+		parts = append(parts, fmt.Sprintf("%s=%d", n, counts[n]))
+	}
+	var extra []string
+	for n := range counts {
+		if !slices.Contains(names, n) {
+			extra = append(extra, n)
+		}
+	}
+	slices.Sort(extra)
+	for _, n := range extra {
+		parts = append(parts, fmt.Sprintf("%s=%d", n, counts[n]))
+	}
+	return strings.Join(parts, " ")
+}
+
+func rejectReasonNames() []string {
+	var out []string
+	for _, r := range engine.RejectReasons() {
+		out = append(out, string(r))
+	}
+	return out
+}
+
+func inspectResultNames() []string {
+	var out []string
+	for _, r := range engine.InspectResults() {
+		out = append(out, r.String())
+	}
+	return out
 }
 
 func timeOrDash(t *time.Time) string {

@@ -322,7 +322,7 @@ func TestDaemonLifecycle(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		body, err := control.NewClient(d.path(sockName), 5*time.Second).Metrics(ctx)
-		if err != nil || !strings.Contains(string(body), "\nbal_connections_total ") || !strings.Contains(string(body), `bal_backend_up{backend="`+be.Addr.String()+`"} 1`) {
+		if err != nil || !strings.Contains(string(body), "\nbal_connections_total{service=\"default\"} ") || !strings.Contains(string(body), `bal_backend_up{service="default",pool="default",backend="`+be.Addr.String()+`"} 1`) {
 			t.Errorf("GET /metrics: %v\n%s", err, body)
 		}
 	})

@@ -81,10 +81,11 @@ func (s *scraper) until(t *testing.T, what string, ok func(x *metricstest.Exposi
 	return nil
 }
 
-// metricIs is a want: series (name, label pairs) == value.
+// metricIs is a want: the sum of the series of name whose labels include
+// the given pairs == value (the one service's, its pool's).
 func metricIs(value float64, series ...string) func(*metricstest.Exposition) bool {
 	return func(x *metricstest.Exposition) bool {
-		v, ok := x.Value(series[0], series[1:]...)
+		v, ok := x.Sum(series[0], series[1:]...)
 		return ok && v == value
 	}
 }
@@ -101,7 +102,7 @@ func allOf(conds ...func(*metricstest.Exposition) bool) func(*metricstest.Exposi
 }
 
 func metricValue(x *metricstest.Exposition, series ...string) float64 {
-	v, _ := x.Value(series[0], series[1:]...)
+	v, _ := x.Sum(series[0], series[1:]...)
 	return v
 }
 

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -114,7 +115,7 @@ func (in *instance) run() (int, error) {
 
 	if os.Geteuid() == 0 {
 		hint := "nothing in bal needs root: use a dedicated user (User= in the systemd unit)"
-		if in.snap.Port < 1024 {
+		if lowPort(in.snap) {
 			hint = "a port below 1024 needs only CAP_NET_BIND_SERVICE (AmbientCapabilities= in the systemd unit), not root"
 		}
 		in.log.Warn(rootWarning, "uid", 0, "hint", hint)
@@ -153,10 +154,16 @@ func (in *instance) run() (int, error) {
 	}()
 
 	st := srv.Status()
+	listens := make([]string, 0, len(st.Services))
+	for _, ss := range st.Services {
+		listens = append(listens, ss.Listen.String())
+		in.log.Info("service listening", "service", ss.Name, "protocol", string(ss.Protocol), "listen", ss.Listen.String(),
+			"method", string(ss.Policy.Method), "pools", len(ss.Policy.Pools))
+	}
 	in.log.Info("bal started", "pid", os.Getpid(), "version", buildVersion(), "config", in.snap.Path,
-		"listen", st.Listen.String(), "engine", st.Engine, "method", string(in.snap.Method), "backends", len(in.snap.Backends),
-		"control", ln.Path())
-	in.notify(sdnotify.Ready, sdnotify.MainPID(os.Getpid()), sdnotify.Status("listening on "+st.Listen.String()+" ("+st.Engine+")"))
+		"listen", st.Listen.String(), "engine", st.Engine, "method", st.Method, "backends", len(st.Policy.DefaultBackends()),
+		"services", len(st.Services), "control", ln.Path())
+	in.notify(sdnotify.Ready, sdnotify.MainPID(os.Getpid()), sdnotify.Status("listening on "+strings.Join(listens, ", ")+" ("+st.Engine+")"))
 	if in.ready != nil {
 		in.ready(st)
 	}
@@ -187,7 +194,11 @@ func (in *instance) run() (int, error) {
 // everything at once and exits 1.
 func (in *instance) shutdown(srv *server.Server, sig os.Signal, sigs <-chan os.Signal) int {
 	drain := srv.Snapshot().Runtime.DrainTimeout
-	in.log.Info("shutting down: no new connections; draining", "signal", sig.String(), "drain_timeout_ms", drain.Milliseconds(), "active", srv.Status().Policy.Active)
+	var active int64
+	for _, ss := range srv.Status().Services {
+		active += ss.Policy.Active
+	}
+	in.log.Info("shutting down: no new connections; draining", "signal", sig.String(), "drain_timeout_ms", drain.Milliseconds(), "active", active)
 	ctx, cancel := context.WithTimeout(context.Background(), drain)
 	defer cancel()
 	done := make(chan struct{})
@@ -217,6 +228,16 @@ func (in *instance) shutdown(srv *server.Server, sig os.Signal, sigs <-chan os.S
 			return exitFail
 		}
 	}
+}
+
+// lowPort reports whether a service listens on a port below 1024.
+func lowPort(snap *config.Snapshot) bool {
+	for _, svc := range snap.Services {
+		if svc.Port < 1024 {
+			return true
+		}
+	}
+	return false
 }
 
 // reopenLog reopens bal.log after logrotate renamed it (SIGUSR1).

@@ -174,7 +174,7 @@ func TestRoutes(t *testing.T) {
 		{"reload", f, "POST /reload HTTP/1.1\r\nHost: bal\r\nContent-Length: 0\r\n\r\n", 200, "", `"ok": true`},
 		{"reload big body", f, "POST /reload HTTP/1.1\r\nHost: bal\r\nContent-Length: 10000\r\n\r\n" + strings.Repeat("x", 10000), 413, "", "too large"},
 		{"metrics off", f, "GET /metrics HTTP/1.1\r\nHost: bal\r\n\r\n", 404, "", "not available"},
-		{"metrics on", withMetrics, "GET /metrics HTTP/1.1\r\nHost: bal\r\n\r\n", 200, "Content-Type: " + metrics.ContentType, "bal_connections_total 0\n"},
+		{"metrics on", withMetrics, "GET /metrics HTTP/1.1\r\nHost: bal\r\n\r\n", 200, "Content-Type: " + metrics.ContentType, "bal_connections_total{service=\"default\"} 0\n"},
 		{"metrics delete", withMetrics, "DELETE /metrics HTTP/1.1\r\nHost: bal\r\n\r\n", 405, "", ""},
 		{"unknown path", f, "GET /debug/pprof/ HTTP/1.1\r\nHost: bal\r\n\r\n", 404, "", "serves GET /status"},
 		{"trailing slash", f, "GET /status/ HTTP/1.1\r\nHost: bal\r\n\r\n", 404, "", ""},

@@ -4,8 +4,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/bal-lb/bal/engine"
 	"github.com/bal-lb/bal/engine/config"
 	"github.com/bal-lb/bal/engine/limits"
+	"github.com/bal-lb/bal/engine/policy"
 	"github.com/bal-lb/bal/engine/server"
 )
 
@@ -51,7 +53,7 @@ type Status struct {
 	Reloads        uint64  `json:"reloads"`
 	ReloadFailures uint64  `json:"reload_failures"`
 
-	DrainingListeners        int    `json:"draining_listeners"` // old listeners still finishing connections after a reload
+	DrainingListeners        int    `json:"draining_listeners"` // old listeners still finishing connections after a reload, every service's
 	Goroutines               int    `json:"goroutines"`         // the daemon's goroutines now (leak checks)
 	DrainTimeoutMS           int64  `json:"drain_timeout_ms"`
 	MaxConcurrentConnections int    `json:"max_concurrent_connections"`
@@ -59,6 +61,61 @@ type Status struct {
 	AccessLog                bool   `json:"access_log"`
 	AccessLogDropped         uint64 `json:"access_log_dropped"`
 	Limits                   Limits `json:"limits"`
+
+	// Services are every configured service in config order; the
+	// top-level fields above that describe a service (bind_address, port,
+	// listen, method, backends, the connection and byte counters,
+	// protection_mode) are the first one's.
+	Services []Service `json:"services"`
+}
+
+// Service is one service as the running instance sees it.
+type Service struct {
+	Name        string `json:"name"`
+	Protocol    string `json:"protocol"`     // tcp | udp
+	BindAddress string `json:"bind_address"` // as configured
+	Port        int    `json:"port"`         // as configured
+	Listen      string `json:"listen"`       // the bound address, "ip:port"; "" when not listening
+	Engine      string `json:"engine"`
+	Method      string `json:"method"`
+
+	ActiveConnections int64  `json:"active_connections"`
+	TotalConnections  uint64 `json:"total_connections"` // admitted since start (rejected excluded)
+	// RejectedConnections counts refused connections by reason; every
+	// reason is present.
+	RejectedConnections  map[string]uint64 `json:"rejected_connections"`
+	NoBackendConnections uint64            `json:"no_backend_connections"`
+	LocalConnectFailures uint64            `json:"local_connect_failures"`
+	// InspectResults counts ClientHello inspections by result; every
+	// result is present (all 0 for a service that does not inspect).
+	InspectResults           map[string]uint64 `json:"inspect_results"`
+	Bytes                    Bytes             `json:"bytes"`
+	LastCheckTime            *time.Time        `json:"last_check_time"`
+	HealthRounds             uint64            `json:"health_rounds"`
+	ProtectionMode           Protection        `json:"protection_mode"`
+	DrainingListeners        int               `json:"draining_listeners"`
+	MaxConcurrentConnections int               `json:"max_concurrent_connections"`
+	AccessLogDropped         uint64            `json:"access_log_dropped"`
+
+	Backends []Backend `json:"backends"` // the default pool, config order; empty when the service has only routes
+	Routes   []Route   `json:"routes"`   // config order
+}
+
+// Route is one route of a service and its pool.
+type Route struct {
+	Name         string    `json:"name"`
+	Match        Match     `json:"match"`
+	MatchedTotal uint64    `json:"matched_total"` // connections routed to it
+	Method       string    `json:"method"`
+	Backends     []Backend `json:"backends"`
+}
+
+// Match is what a route matches; an empty list is a key the route does not
+// use.
+type Match struct {
+	SNI    []string `json:"sni"`
+	ALPN   []string `json:"alpn"`
+	Source []string `json:"source"`
 }
 
 // Backend is one backend as the running instance sees it.
@@ -134,6 +191,7 @@ func ReloadFrom(r *server.ReloadResult) *Reload {
 // snapshot in force, at time now.
 func StatusFrom(st server.Status, snap *config.Snapshot, now time.Time) Status {
 	p := st.Policy
+	def := p.DefaultBackends()
 	out := Status{
 		State:             StateRunning,
 		PID:               st.PID,
@@ -143,39 +201,32 @@ func StatusFrom(st server.Status, snap *config.Snapshot, now time.Time) Status {
 		Method:            st.Method,
 		Engine:            st.Engine,
 		Started:           st.Started.UTC(),
-		BackendTotal:      len(p.DefaultBackends()),
-		Backends:          make([]Backend, 0, len(p.DefaultBackends())),
+		BackendTotal:      len(def),
+		Backends:          backendsFrom(def),
 		ActiveConnections: p.Active,
 		TotalConnections:  p.Total,
 		// The policy counts every refusal: its own (Admit) and the
-		// engines' (no descriptor headroom).
+		// engines' (no descriptor headroom, PROXY header).
 		RejectedConnections:  p.Rejected,
 		NoBackendConnections: p.NoBackend,
 		LocalConnectFailures: p.LocalFailures,
 		Bytes:                Bytes{ClientToBackend: st.BytesIn, BackendToClient: st.BytesOut},
 		LastCheckTime:        timePtr(p.LastCheck),
 		HealthRounds:         p.HealthRounds,
-		ProtectionMode: Protection{
-			Enabled:     p.Protection.Enabled,
-			Transitions: p.Protection.Transitions,
-		},
-		LastReload:        ReloadFrom(st.LastReload),
-		Reloads:           st.Reloads,
-		ReloadFailures:    st.ReloadFailures,
-		DrainingListeners: st.Draining,
-		Goroutines:        st.Goroutines,
-		AccessLogDropped:  p.AccessLogDropped,
+		ProtectionMode:       protectionFrom(p.Protection),
+		LastReload:           ReloadFrom(st.LastReload),
+		Reloads:              st.Reloads,
+		ReloadFailures:       st.ReloadFailures,
+		DrainingListeners:    st.Draining,
+		Goroutines:           st.Goroutines,
+		AccessLogDropped:     p.AccessLogDropped,
+		Services:             make([]Service, 0, len(st.Services)),
 	}
 	if st.Listen.IsValid() {
 		out.Listen = st.Listen.String()
 	}
 	if !st.Started.IsZero() {
 		out.UptimeS = int64(now.Sub(st.Started) / time.Second)
-	}
-	if p.Protection.Enabled {
-		r := p.Protection.Reason
-		out.ProtectionMode.Reason = &r
-		out.ProtectionMode.Since = timePtr(p.Protection.Since)
 	}
 	if snap != nil {
 		out.Mode = string(snap.Mode)
@@ -185,7 +236,86 @@ func StatusFrom(st server.Status, snap *config.Snapshot, now time.Time) Status {
 		out.TCPBacklog = snap.Runtime.TCPBacklog
 		out.AccessLog = snap.Runtime.AccessLog
 	}
-	for _, b := range p.DefaultBackends() {
+	for _, b := range out.Backends {
+		if b.Reachable {
+			out.BackendReachable++
+		}
+	}
+	for _, ss := range st.Services {
+		out.Services = append(out.Services, serviceFrom(ss))
+	}
+	out.Limits = processLimits(st.FDsPerConn)
+	return out
+}
+
+// serviceFrom builds one entry of services[].
+func serviceFrom(ss server.ServiceStatus) Service {
+	p := ss.Policy
+	out := Service{
+		Name:                     ss.Name,
+		Protocol:                 string(ss.Protocol),
+		BindAddress:              ss.BindAddress,
+		Port:                     ss.Port,
+		Engine:                   ss.Engine,
+		Method:                   string(p.Method),
+		ActiveConnections:        p.Active,
+		TotalConnections:         p.Total,
+		RejectedConnections:      make(map[string]uint64, len(engine.RejectReasons())),
+		NoBackendConnections:     p.NoBackend,
+		LocalConnectFailures:     p.LocalFailures,
+		InspectResults:           make(map[string]uint64, len(engine.InspectResults())),
+		Bytes:                    Bytes{ClientToBackend: ss.Stats.BytesIn, BackendToClient: ss.Stats.BytesOut},
+		LastCheckTime:            timePtr(p.LastCheck),
+		HealthRounds:             p.HealthRounds,
+		ProtectionMode:           protectionFrom(p.Protection),
+		DrainingListeners:        ss.Draining,
+		MaxConcurrentConnections: ss.MaxConnections,
+		AccessLogDropped:         p.AccessLogDropped,
+		Backends:                 backendsFrom(p.DefaultBackends()),
+		Routes:                   []Route{},
+	}
+	if ss.Listen.IsValid() {
+		out.Listen = ss.Listen.String()
+	}
+	for _, r := range engine.RejectReasons() {
+		out.RejectedConnections[string(r)] = p.RejectedBy[r]
+	}
+	for _, r := range engine.InspectResults() {
+		out.InspectResults[r.String()] = p.Inspected[r]
+	}
+	for _, pool := range p.Pools {
+		if !pool.Route {
+			continue
+		}
+		m := Match{SNI: nonNil(pool.Match.SNI), ALPN: nonNil(pool.Match.ALPN), Source: make([]string, 0, len(pool.Match.Source))}
+		for _, pr := range pool.Match.Source {
+			m.Source = append(m.Source, pr.String())
+		}
+		out.Routes = append(out.Routes, Route{
+			Name:         pool.Name,
+			Match:        m,
+			MatchedTotal: pool.Matched,
+			Method:       string(pool.Method),
+			Backends:     backendsFrom(pool.Backends),
+		})
+	}
+	return out
+}
+
+func protectionFrom(ps policy.ProtectionStatus) Protection {
+	out := Protection{Enabled: ps.Enabled, Transitions: ps.Transitions}
+	if ps.Enabled {
+		r := ps.Reason
+		out.Reason = &r
+		out.Since = timePtr(ps.Since)
+	}
+	return out
+}
+
+// backendsFrom converts a pool's backends, in config order; never nil.
+func backendsFrom(bs []policy.BackendStatus) []Backend {
+	out := make([]Backend, 0, len(bs))
+	for _, b := range bs {
 		wb := Backend{
 			Address:           b.Address,
 			Reachable:         b.Reachable,
@@ -202,13 +332,16 @@ func StatusFrom(st server.Status, snap *config.Snapshot, now time.Time) Status {
 		for _, a := range b.Addrs {
 			wb.Addresses = append(wb.Addresses, a.String())
 		}
-		if b.Reachable {
-			out.BackendReachable++
-		}
-		out.Backends = append(out.Backends, wb)
+		out = append(out, wb)
 	}
-	out.Limits = processLimits(st.FDsPerConn)
 	return out
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
 }
 
 func processLimits(fdsPerConn int) Limits {

@@ -104,7 +104,7 @@ func start(t *testing.T, c setup) *running {
 		t.Fatalf("metrics listener at %v, want 127.0.0.1:%d", a, mport)
 	}
 	r.metrics = srv.MetricsAddr().String()
-	for _, b := range snap.Backends {
+	for _, b := range snap.Services[0].Backends {
 		r.backends = append(r.backends, b.Address())
 	}
 	return r
@@ -162,11 +162,13 @@ type want struct {
 
 func w(value float64, series ...string) want { return want{series, value} }
 
-// mismatch lists the wants x does not meet.
+// mismatch lists the wants x does not meet; a want's labels select series
+// whose sum must match (so "bal_connections_total" is every service's and
+// "bal_backend_up", "backend", b is b's in every pool).
 func mismatch(x *metricstest.Exposition, wants []want) []string {
 	var bad []string
 	for _, wt := range wants {
-		if v, ok := x.Value(wt.series[0], wt.series[1:]...); !ok || v != wt.value {
+		if v, ok := x.Sum(wt.series[0], wt.series[1:]...); !ok || v != wt.value {
 			bad = append(bad, fmt.Sprintf("%v = %v (present %v), want %v", wt.series, v, ok, wt.value))
 		}
 	}
@@ -234,8 +236,8 @@ func waitBytes(t *testing.T, r *running, min float64) {
 	var in, out float64
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(25 * time.Millisecond) {
 		x := r.scrape(t)
-		in, _ = x.Value("bal_bytes_total", "direction", "client_to_backend")
-		out, _ = x.Value("bal_bytes_total", "direction", "backend_to_client")
+		in, _ = x.Sum("bal_bytes_total", "direction", "client_to_backend")
+		out, _ = x.Sum("bal_bytes_total", "direction", "backend_to_client")
 		if in >= min && out >= min {
 			return
 		}
@@ -262,8 +264,8 @@ func testTrafficAndHealth(t *testing.T, engine string) {
 	c1 := dial(t, r.listen)
 	echo(t, c1, "0123456789") // 10 bytes each way
 	x := r.eventually(t, w(1, "bal_connections_active"), w(1, "bal_connections_total"))
-	onA, _ := x.Value("bal_backend_connections_active", "backend", ka)
-	onB, _ := x.Value("bal_backend_connections_active", "backend", kb)
+	onA, _ := x.Sum("bal_backend_connections_active", "backend", ka)
+	onB, _ := x.Sum("bal_backend_connections_active", "backend", kb)
 	if onA+onB != 1 {
 		t.Fatalf("backend active connections %v + %v, want the held one on exactly one backend", onA, onB)
 	}
@@ -310,7 +312,7 @@ func testConnectFailures(t *testing.T, engine string) {
 	before := r.scrape(t)
 	for _, k := range r.backends {
 		for _, reason := range []string{"timeout", "refused", "other"} {
-			if v, _ := before.Value("bal_backend_connect_failures_total", "backend", k, "reason", reason); v != 0 {
+			if v, _ := before.Sum("bal_backend_connect_failures_total", "backend", k, "reason", reason); v != 0 {
 				t.Fatalf("failures{%s,%s} = %v before any client (health checks must not count)", k, reason, v)
 			}
 		}
@@ -335,12 +337,12 @@ func testConnectFailures(t *testing.T, engine string) {
 		{kh, "timeout", 1, 3}, {kh, "refused", 0, 0}, {kh, "other", 0, 0},
 		{kg, "timeout", 0, 0}, {kg, "refused", 0, 0}, {kg, "other", 0, 0},
 	} {
-		v, _ := x.Value("bal_backend_connect_failures_total", "backend", tt.backend, "reason", tt.reason)
+		v, _ := x.Sum("bal_backend_connect_failures_total", "backend", tt.backend, "reason", tt.reason)
 		if v < tt.min || v > tt.max {
 			t.Errorf("failures{%s,%s} = %v, want %v..%v", tt.backend, tt.reason, v, tt.min, tt.max)
 		}
 	}
-	if v, _ := x.Value("bal_protection_mode"); v != 0 {
+	if v, _ := x.Sum("bal_protection_mode"); v != 0 {
 		t.Errorf("protection mode %v with a trigger threshold of 1000", v)
 	}
 }
@@ -440,4 +442,81 @@ func testReloads(t *testing.T, engine string) {
 		t.Fatal("an invalid file reloaded")
 	}
 	r.eventually(t, w(1, "bal_reloads_total", "result", "ok"), w(1, "bal_reloads_total", "result", "error"), w(0, "bal_last_reload_successful"))
+}
+
+// TestTwoServices runs two real services and scrapes them: every stable
+// series of both exists from start-up (gauges at 0), and traffic on one
+// moves only its own series.
+func TestTwoServices(t *testing.T) {
+	a, b := enginetest.NewBackend(t, enginetest.Echo), enginetest.NewBackend(t, enginetest.Echo)
+	pw, pd, pm := freePort(t), freePort(t), freePort(t)
+	svc := func(name string, port int, backends ...netip.AddrPort) config.Service {
+		rt := config.Profile(len(backends))
+		rt.Engine, rt.HealthCheckInterval = config.EngineStd, 100*time.Millisecond
+		s := config.Service{Name: name, Protocol: config.TCP, BindAddress: "127.0.0.1", Port: port, Method: config.RoundRobin, Runtime: rt,
+			HealthCheck: config.HealthCheck{Type: config.CheckTCP}, Access: config.Access{AcceptProxyProtocol: config.ProxyOff}}
+		for _, be := range backends {
+			s.Backends = append(s.Backends, config.Backend{Host: be.Addr().String(), Port: int(be.Port()), Weight: 1})
+		}
+		return s
+	}
+	web, db := svc("web", pw, a.Addr, b.Addr), svc("db", pd, b.Addr)
+	rt := web.Runtime
+	rt.MetricsAddress = fmt.Sprintf("127.0.0.1:%d", pm)
+	snap := &config.Snapshot{Mode: config.ModeAdvanced, Runtime: rt, Services: []config.Service{web, db}}
+	srv := server.New(snap, server.Options{
+		Engines: stdEngines,
+		Metrics: func(status func() server.Status) http.Handler { return metrics.Handler(status, "test") },
+	})
+	if err := srv.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close() })
+	ka, kb := a.Addr.String(), b.Addr.String()
+	configured := []metricstest.Service{
+		{Name: "web", Pools: []metricstest.Pool{{Name: "default", Backends: []string{ka, kb}}}},
+		{Name: "db", Pools: []metricstest.Pool{{Name: "default", Backends: []string{kb}}}},
+	}
+	scrape := func() (*metricstest.Exposition, string) {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", pm))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		x, err := metricstest.Parse(string(body))
+		if err != nil {
+			t.Fatalf("%v\n%s", err, body)
+		}
+		if err := metricstest.CheckServices(x, configured); err != nil {
+			t.Fatalf("%v\n%s", err, body)
+		}
+		return x, string(body)
+	}
+	x, body := scrape()
+	for _, s := range []string{"web", "db"} {
+		for _, name := range []string{"bal_connections_active", "bal_connections_total", "bal_protection_mode"} {
+			if v, ok := x.Value(name, "service", s); !ok || v != 0 {
+				t.Errorf("%s{service=%q} at start-up = %v (present %v), want 0\n%s", name, s, v, ok, body)
+			}
+		}
+	}
+	c := dial(t, fmt.Sprintf("127.0.0.1:%d", pd))
+	echo(t, c, "0123456789")
+	want := []want{
+		w(1, "bal_connections_active", "service", "db"), w(0, "bal_connections_active", "service", "web"),
+		w(1, "bal_connections_total", "service", "db"), w(0, "bal_connections_total", "service", "web"),
+		w(1, "bal_backend_connections_active", "service", "db", "pool", "default", "backend", kb),
+		w(0, "bal_backend_connections_active", "service", "web", "pool", "default", "backend", kb),
+		w(10, "bal_bytes_total", "service", "db", "direction", "client_to_backend"),
+		w(0, "bal_bytes_total", "service", "web", "direction", "client_to_backend"),
+	}
+	var bad []string
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(25 * time.Millisecond) {
+		x, body = scrape()
+		if bad = mismatch(x, want); len(bad) == 0 {
+			return
+		}
+	}
+	t.Fatalf("after a connection to db:\n  %s\n%s", strings.Join(bad, "\n  "), body)
 }

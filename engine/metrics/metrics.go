@@ -2,10 +2,13 @@ package metrics
 
 import (
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
 
+	"github.com/bal-lb/bal/engine"
+	"github.com/bal-lb/bal/engine/policy"
 	"github.com/bal-lb/bal/engine/protect"
 	"github.com/bal-lb/bal/engine/server"
 )
@@ -68,12 +71,19 @@ func Writer(version string) func(io.Writer, server.Status) {
 }
 
 // Append appends the exposition of st to dst and returns the extended slice.
+// Families are in a fixed order, and within a family services, pools and
+// backends are in config order.
 func Append(dst []byte, st server.Status, version string) []byte {
 	e := exposition{b: dst}
-	p := &st.Policy
+	svcs := st.Services
 
-	e.family("bal_info", "gauge", "Constant 1, labelled with the engine in use, the balancing method and the bal version.")
+	e.family("bal_info", "gauge", "Constant 1, labelled with the engine in use, the first service's balancing method and the bal version.")
 	e.sample("bal_info", labels{"engine", st.Engine, "method", st.Method, "version", version}, 1)
+
+	e.family("bal_service_info", "gauge", "Constant 1 per configured service, labelled with its protocol, listen address as configured and balancing method.")
+	for _, ss := range svcs {
+		e.sample("bal_service_info", labels{"service", ss.Name, "protocol", string(ss.Protocol), "address", net.JoinHostPort(ss.BindAddress, strconv.Itoa(ss.Port)), "method", string(ss.Policy.Method)}, 1)
+	}
 
 	e.family("bal_start_time_seconds", "gauge", "Unix time at which this bal instance started serving.")
 	start := 0.0
@@ -83,64 +93,111 @@ func Append(dst []byte, st server.Status, version string) []byte {
 	e.float("bal_start_time_seconds", nil, start)
 
 	e.family("bal_connections_active", "gauge", "Client connections open now (connecting to a backend or relaying).")
-	e.sample("bal_connections_active", nil, nonNeg(p.Active))
+	for _, ss := range svcs {
+		e.sample("bal_connections_active", labels{"service", ss.Name}, nonNeg(ss.Policy.Active))
+	}
 
 	e.family("bal_connections_total", "counter", "Client connections admitted since start (rejected ones excluded).")
-	e.sample("bal_connections_total", nil, p.Total)
+	for _, ss := range svcs {
+		e.sample("bal_connections_total", labels{"service", ss.Name}, ss.Policy.Total)
+	}
 
-	e.family("bal_connections_rejected_total", "counter", "Client connections reset at admission (max_concurrent_connections reached, or no descriptor headroom).")
-	e.sample("bal_connections_rejected_total", nil, p.Rejected)
+	e.family("bal_connections_rejected_total", "counter", "Client connections reset at admission, by reason.")
+	for _, ss := range svcs {
+		for _, r := range engine.RejectReasons() {
+			e.sample("bal_connections_rejected_total", labels{"service", ss.Name, "reason", string(r)}, ss.Policy.RejectedBy[r])
+		}
+	}
 
 	e.family("bal_connections_no_backend_total", "counter", "Admitted client connections closed because every backend was unavailable.")
-	e.sample("bal_connections_no_backend_total", nil, p.NoBackend)
+	for _, ss := range svcs {
+		e.sample("bal_connections_no_backend_total", labels{"service", ss.Name}, ss.Policy.NoBackend)
+	}
 
 	e.family("bal_bytes_total", "counter", "Bytes relayed, by direction, including connections still open.")
-	e.sample("bal_bytes_total", labels{"direction", DirectionClientToBackend}, st.BytesIn)
-	e.sample("bal_bytes_total", labels{"direction", DirectionBackendToClient}, st.BytesOut)
-
-	e.family("bal_backend_up", "gauge", "1 when the backend is reachable (health after the fail/success thresholds), else 0.")
-	for _, b := range p.DefaultBackends() {
-		e.sample("bal_backend_up", labels{"backend", b.Address}, boolNum(b.Reachable))
+	for _, ss := range svcs {
+		e.sample("bal_bytes_total", labels{"service", ss.Name, "direction", DirectionClientToBackend}, ss.Stats.BytesIn)
+		e.sample("bal_bytes_total", labels{"service", ss.Name, "direction", DirectionBackendToClient}, ss.Stats.BytesOut)
 	}
 
-	e.family("bal_backend_weight", "gauge", "Configured weight of the backend.")
-	for _, b := range p.DefaultBackends() {
-		e.sample("bal_backend_weight", labels{"backend", b.Address}, uint64(max(b.Weight, 0)))
+	e.family("bal_route_matches_total", "counter", "Client connections routed to the route's pool.")
+	for _, ss := range svcs {
+		for _, p := range ss.Policy.Pools {
+			if p.Route {
+				e.sample("bal_route_matches_total", labels{"service", ss.Name, "route", p.Name}, p.Matched)
+			}
+		}
 	}
 
-	e.family("bal_backend_connections_active", "gauge", "Client connections relayed to the backend now.")
-	for _, b := range p.DefaultBackends() {
-		e.sample("bal_backend_connections_active", labels{"backend", b.Address}, nonNeg(b.Active))
+	e.family("bal_inspect_results_total", "counter", "TLS ClientHello inspections, by result (all 0 for a service that does not inspect).")
+	for _, ss := range svcs {
+		for _, r := range engine.InspectResults() {
+			e.sample("bal_inspect_results_total", labels{"service", ss.Name, "result", r.String()}, ss.Policy.Inspected[r])
+		}
 	}
 
-	e.family("bal_backend_connections_total", "counter", "Client connections relayed to the backend since it was configured.")
-	for _, b := range p.DefaultBackends() {
-		e.sample("bal_backend_connections_total", labels{"backend", b.Address}, b.Total)
+	backends := func(name, typ, help string, value func(b *policy.BackendStatus) uint64) {
+		e.family(name, typ, help)
+		for _, ss := range svcs {
+			for _, p := range ss.Policy.Pools {
+				for i := range p.Backends {
+					e.sample(name, labels{"service", ss.Name, "pool", p.Name, "backend", p.Backends[i].Address}, value(&p.Backends[i]))
+				}
+			}
+		}
 	}
+	backends("bal_backend_up", "gauge", "1 when the backend is reachable (health after the fail/success thresholds), else 0.",
+		func(b *policy.BackendStatus) uint64 { return boolNum(b.Reachable) })
+	backends("bal_backend_weight", "gauge", "Configured weight of the backend.",
+		func(b *policy.BackendStatus) uint64 { return uint64(max(b.Weight, 0)) })
+	backends("bal_backend_connections_active", "gauge", "Client connections relayed to the backend now.",
+		func(b *policy.BackendStatus) uint64 { return nonNeg(b.Active) })
+	backends("bal_backend_connections_total", "counter", "Client connections relayed to the backend since it was configured.",
+		func(b *policy.BackendStatus) uint64 { return b.Total })
 
 	e.family("bal_backend_connect_failures_total", "counter", "Failed connects from bal to the backend, by reason.")
-	for _, b := range p.DefaultBackends() {
-		e.sample("bal_backend_connect_failures_total", labels{"backend", b.Address, "reason", ReasonTimeout}, b.Counters.Timeout)
-		e.sample("bal_backend_connect_failures_total", labels{"backend", b.Address, "reason", ReasonRefused}, b.Counters.Refused)
-		e.sample("bal_backend_connect_failures_total", labels{"backend", b.Address, "reason", ReasonOther}, b.Counters.Other)
+	for _, ss := range svcs {
+		for _, p := range ss.Policy.Pools {
+			for _, b := range p.Backends {
+				ls := labels{"service", ss.Name, "pool", p.Name, "backend", b.Address, "reason", ""}
+				for _, f := range []struct {
+					reason string
+					n      uint64
+				}{{ReasonTimeout, b.Counters.Timeout}, {ReasonRefused, b.Counters.Refused}, {ReasonOther, b.Counters.Other}} {
+					ls[7] = f.reason
+					e.sample("bal_backend_connect_failures_total", ls, f.n)
+				}
+			}
+		}
 	}
 
 	e.family("bal_local_connect_failures_total", "counter", "Backend connects that failed for lack of local descriptors (not counted against any backend).")
-	e.sample("bal_local_connect_failures_total", nil, p.LocalFailures)
+	for _, ss := range svcs {
+		e.sample("bal_local_connect_failures_total", labels{"service", ss.Name}, ss.Policy.LocalFailures)
+	}
 
 	e.family("bal_health_check_rounds_total", "counter", "Active health-check rounds completed.")
-	e.sample("bal_health_check_rounds_total", nil, p.HealthRounds)
+	for _, ss := range svcs {
+		e.sample("bal_health_check_rounds_total", labels{"service", ss.Name}, ss.Policy.HealthRounds)
+	}
 
-	e.family("bal_protection_mode", "gauge", "1 while protection mode is on, else 0.")
-	e.sample("bal_protection_mode", nil, boolNum(p.Protection.Enabled))
+	e.family("bal_protection_mode", "gauge", "1 while the service's protection mode is on, else 0.")
+	for _, ss := range svcs {
+		e.sample("bal_protection_mode", labels{"service", ss.Name}, boolNum(ss.Policy.Protection.Enabled))
+	}
 
 	e.family("bal_protection_mode_reason", "gauge", "1 for the reason protection mode is on (the latest trigger), 0 for the others.")
-	for _, r := range protectionReasons {
-		e.sample("bal_protection_mode_reason", labels{"reason", string(r)}, boolNum(p.Protection.Enabled && p.Protection.Reason == string(r)))
+	for _, ss := range svcs {
+		pr := ss.Policy.Protection
+		for _, r := range protectionReasons {
+			e.sample("bal_protection_mode_reason", labels{"service", ss.Name, "reason", string(r)}, boolNum(pr.Enabled && pr.Reason == string(r)))
+		}
 	}
 
 	e.family("bal_protection_transitions_total", "counter", "Protection mode transitions (on and off).")
-	e.sample("bal_protection_transitions_total", nil, p.Protection.Transitions)
+	for _, ss := range svcs {
+		e.sample("bal_protection_transitions_total", labels{"service", ss.Name}, ss.Policy.Protection.Transitions)
+	}
 
 	e.family("bal_reloads_total", "counter", "Configuration reloads, by result.")
 	e.sample("bal_reloads_total", labels{"result", ResultOK}, st.Reloads)
@@ -149,11 +206,13 @@ func Append(dst []byte, st server.Status, version string) []byte {
 	e.family("bal_last_reload_successful", "gauge", "0 when the latest reload was rejected, else 1 (also before any reload).")
 	e.sample("bal_last_reload_successful", nil, boolNum(st.LastReload == nil || st.LastReload.OK))
 
-	e.family("bal_listeners_draining", "gauge", "Old listeners (from a reload that moved the address) still finishing their connections.")
+	e.family("bal_listeners_draining", "gauge", "Old listeners (of a service that moved or was removed by a reload) still finishing their connections.")
 	e.sample("bal_listeners_draining", nil, uint64(max(st.Draining, 0)))
 
 	e.family("bal_access_log_dropped_total", "counter", "Access log lines dropped because the log writer was behind.")
-	e.sample("bal_access_log_dropped_total", nil, p.AccessLogDropped)
+	for _, ss := range svcs {
+		e.sample("bal_access_log_dropped_total", labels{"service", ss.Name}, ss.Policy.AccessLogDropped)
+	}
 	return e.b
 }
 

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bal-lb/bal/engine"
 	"github.com/bal-lb/bal/engine/config"
 	"github.com/bal-lb/bal/engine/metrics/metricstest"
 	"github.com/bal-lb/bal/engine/policy"
@@ -26,46 +27,82 @@ var statuses = []struct {
 	name     string
 	version  string
 	st       server.Status
-	backends []string
+	services []metricstest.Service
 }{
 	{name: "empty", st: server.Status{}},
 	{
 		name:    "running",
 		version: "v1.2.3",
-		st: server.Status{
-			Engine: "gnet", Method: "source_hash", Started: started,
-			BytesIn: 123456789, BytesOut: 987654321012,
+		st: withFirst(server.Status{
+			Engine: "gnet", Started: started,
 			Reloads: 3, ReloadFailures: 1,
 			LastReload: &server.ReloadResult{OK: true, Time: started.Add(time.Hour)},
-			Policy: policy.Status{
-				Method: config.SourceHash, Active: 5, Total: 1000, Rejected: 7, NoBackend: 2,
-				HealthRounds: 40, LocalFailures: 1, AccessLogDropped: 9,
-				Pools: []policy.PoolStatus{{Name: config.DefaultServiceName, Backends: []policy.BackendStatus{
-					{Address: "10.0.0.1:8080", Reachable: true, Weight: 3, Active: 4, Total: 700, Counters: pool.Counters{Timeout: 1}},
-					{Address: "[::1]:9000", Reachable: false, Weight: 1, Active: 0, Total: 250, Counters: pool.Counters{Timeout: 2, Refused: 30, Other: 4}},
-					{Address: "app-a.internal:9100", Reachable: true, Weight: 256, Active: 1, Total: 50},
-				}}},
+			Services: []server.ServiceStatus{
+				{
+					Name: "default", Protocol: config.TCP, BindAddress: "0.0.0.0", Port: 9295,
+					Stats: engine.Stats{BytesIn: 123456789, BytesOut: 987654321012},
+					Policy: policy.Status{
+						Service: "default", Method: config.SourceHash, Active: 5, Total: 1000, Rejected: 7, NoBackend: 2,
+						RejectedBy:   map[engine.RejectReason]uint64{engine.RejectLimit: 6, engine.RejectProxyHeader: 1},
+						HealthRounds: 40, LocalFailures: 1, AccessLogDropped: 9,
+						Pools: []policy.PoolStatus{{Name: config.DefaultServiceName, Backends: []policy.BackendStatus{
+							{Address: "10.0.0.1:8080", Reachable: true, Weight: 3, Active: 4, Total: 700, Counters: pool.Counters{Timeout: 1}},
+							{Address: "[::1]:9000", Reachable: false, Weight: 1, Active: 0, Total: 250, Counters: pool.Counters{Timeout: 2, Refused: 30, Other: 4}},
+							{Address: "app-a.internal:9100", Reachable: true, Weight: 256, Active: 1, Total: 50},
+						}}},
+					},
+				},
+				{
+					Name: "web", Protocol: config.TCP, BindAddress: "::", Port: 443,
+					Stats: engine.Stats{BytesIn: 10, BytesOut: 20},
+					Policy: policy.Status{
+						Service: "web", Method: config.RoundRobin, Total: 12,
+						RejectedBy: map[engine.RejectReason]uint64{engine.RejectNoRoute: 3, engine.RejectACL: 2},
+						Inspected:  map[engine.InspectResult]uint64{engine.InspectSNI: 10, engine.InspectNotTLS: 2},
+						Pools: []policy.PoolStatus{
+							{Name: "api", Route: true, Matched: 8, Backends: []policy.BackendStatus{{Address: "10.0.0.5:443", Reachable: true, Weight: 1, Total: 8}}},
+							{Name: "static", Route: true, Matched: 4, Backends: []policy.BackendStatus{{Address: "10.0.0.5:443", Reachable: true, Weight: 2, Total: 4}}},
+						},
+					},
+				},
 			},
+		}),
+		services: []metricstest.Service{
+			{Name: "default", Pools: []metricstest.Pool{{Name: "default", Backends: []string{"10.0.0.1:8080", "[::1]:9000", "app-a.internal:9100"}}}},
+			{Name: "web", Pools: []metricstest.Pool{{Name: "api", Route: true, Backends: []string{"10.0.0.5:443"}}, {Name: "static", Route: true, Backends: []string{"10.0.0.5:443"}}}},
 		},
-		backends: []string{"10.0.0.1:8080", "[::1]:9000", "app-a.internal:9100"},
 	},
 	{
 		name:    "protection",
 		version: "v1.2.3",
-		st: server.Status{
-			Engine: "std", Method: "round_robin", Started: started, Draining: 1,
+		st: withFirst(server.Status{
+			Engine: "std", Started: started, Draining: 1,
 			ReloadFailures: 2,
 			LastReload:     &server.ReloadResult{OK: false, Error: "reload rejected: port: bad"},
-			Policy: policy.Status{
-				Active:     -1, // a transient negative count never shows as a huge number
-				Protection: policy.ProtectionStatus{Enabled: true, Reason: "all_backends_unavailable", Transitions: 3},
-				Pools: []policy.PoolStatus{{Name: config.DefaultServiceName, Backends: []policy.BackendStatus{
-					{Address: "127.0.0.1:9000", Weight: 1, Counters: pool.Counters{Refused: 12}},
-				}}},
-			},
-		},
-		backends: []string{"127.0.0.1:9000"},
+			Services: []server.ServiceStatus{{
+				Name: "default", Protocol: config.TCP, BindAddress: "127.0.0.1", Port: 9295,
+				Policy: policy.Status{
+					Service:    "default",
+					Method:     config.RoundRobin,
+					Active:     -1, // a transient negative count never shows as a huge number
+					Protection: policy.ProtectionStatus{Enabled: true, Reason: "all_backends_unavailable", Transitions: 3},
+					Pools: []policy.PoolStatus{{Name: config.DefaultServiceName, Backends: []policy.BackendStatus{
+						{Address: "127.0.0.1:9000", Weight: 1, Counters: pool.Counters{Refused: 12}},
+					}}},
+				},
+			}},
+		}),
+		services: metricstest.Single([]string{"127.0.0.1:9000"}),
 	},
+}
+
+// withFirst fills the top-level fields from the first service, as
+// server.Status does.
+func withFirst(st server.Status) server.Status {
+	f := st.Services[0]
+	st.BindAddress, st.Port, st.Method, st.Policy = f.BindAddress, f.Port, string(f.Policy.Method), f.Policy
+	st.BytesIn, st.BytesOut = f.Stats.BytesIn, f.Stats.BytesOut
+	return st
 }
 
 func TestGolden(t *testing.T) {
@@ -107,7 +144,7 @@ func TestFormat(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := metricstest.CheckStable(x, tt.backends); err != nil {
+			if err := metricstest.CheckServices(x, tt.services); err != nil {
 				t.Fatal(err)
 			}
 			for _, f := range x.Families {
@@ -135,47 +172,72 @@ func TestValues(t *testing.T) {
 		return x
 	}
 	running, prot := render(1), render(2)
+	d, web := []string{"service", "default"}, []string{"service", "web"}
+	// series is name{base..., more...}.
+	series := func(name string, base []string, more ...string) []string {
+		return append(append([]string{name}, base...), more...)
+	}
+	def := func(name, backend string, more ...string) []string {
+		return series(name, []string{"service", "default", "pool", "default", "backend", backend}, more...)
+	}
 	tests := []struct {
 		x      *metricstest.Exposition
 		series []string
 		want   float64
 	}{
 		{running, []string{"bal_info", "engine", "gnet", "method", "source_hash", "version", "v1.2.3"}, 1},
+		{running, []string{"bal_service_info", "service", "web", "protocol", "tcp", "address", "[::]:443", "method", "round_robin"}, 1},
+		{running, []string{"bal_service_info", "service", "default", "protocol", "tcp", "address", "0.0.0.0:9295", "method", "source_hash"}, 1},
 		{running, []string{"bal_start_time_seconds"}, 1741064767.25},
-		{running, []string{"bal_connections_active"}, 5},
-		{running, []string{"bal_connections_total"}, 1000},
-		{running, []string{"bal_connections_rejected_total"}, 7},
-		{running, []string{"bal_connections_no_backend_total"}, 2},
-		{running, []string{"bal_bytes_total", "direction", "client_to_backend"}, 123456789},
-		{running, []string{"bal_bytes_total", "direction", "backend_to_client"}, 987654321012},
-		{running, []string{"bal_backend_up", "backend", "10.0.0.1:8080"}, 1},
-		{running, []string{"bal_backend_up", "backend", "[::1]:9000"}, 0},
-		{running, []string{"bal_backend_weight", "backend", "app-a.internal:9100"}, 256},
-		{running, []string{"bal_backend_connections_active", "backend", "10.0.0.1:8080"}, 4},
-		{running, []string{"bal_backend_connections_total", "backend", "[::1]:9000"}, 250},
-		{running, []string{"bal_backend_connect_failures_total", "backend", "10.0.0.1:8080", "reason", "timeout"}, 1},
-		{running, []string{"bal_backend_connect_failures_total", "backend", "[::1]:9000", "reason", "timeout"}, 2},
-		{running, []string{"bal_backend_connect_failures_total", "backend", "[::1]:9000", "reason", "refused"}, 30},
-		{running, []string{"bal_backend_connect_failures_total", "backend", "[::1]:9000", "reason", "other"}, 4},
-		{running, []string{"bal_backend_connect_failures_total", "backend", "app-a.internal:9100", "reason", "refused"}, 0},
-		{running, []string{"bal_local_connect_failures_total"}, 1},
-		{running, []string{"bal_health_check_rounds_total"}, 40},
-		{running, []string{"bal_protection_mode"}, 0},
-		{running, []string{"bal_protection_mode_reason", "reason", "timeout_or_refused_storm"}, 0},
+		{running, series("bal_connections_active", d), 5},
+		{running, series("bal_connections_active", web), 0},
+		{running, series("bal_connections_total", d), 1000},
+		{running, series("bal_connections_total", web), 12},
+		{running, series("bal_connections_rejected_total", d, "reason", "limit"), 6},
+		{running, series("bal_connections_rejected_total", d, "reason", "proxy_header"), 1},
+		{running, series("bal_connections_rejected_total", d, "reason", "no_route"), 0},
+		{running, series("bal_connections_rejected_total", web, "reason", "no_route"), 3},
+		{running, series("bal_connections_rejected_total", web, "reason", "acl"), 2},
+		{running, series("bal_connections_no_backend_total", d), 2},
+		{running, series("bal_bytes_total", d, "direction", "client_to_backend"), 123456789},
+		{running, series("bal_bytes_total", d, "direction", "backend_to_client"), 987654321012},
+		{running, series("bal_bytes_total", web, "direction", "backend_to_client"), 20},
+		{running, series("bal_route_matches_total", web, "route", "api"), 8},
+		{running, series("bal_route_matches_total", web, "route", "static"), 4},
+		{running, series("bal_inspect_results_total", web, "result", "sni"), 10},
+		{running, series("bal_inspect_results_total", web, "result", "not_tls"), 2},
+		{running, series("bal_inspect_results_total", web, "result", "closed"), 0},
+		{running, series("bal_inspect_results_total", d, "result", "sni"), 0},
+		{running, def("bal_backend_up", "10.0.0.1:8080"), 1},
+		{running, def("bal_backend_up", "[::1]:9000"), 0},
+		{running, def("bal_backend_weight", "app-a.internal:9100"), 256},
+		{running, []string{"bal_backend_weight", "service", "web", "pool", "static", "backend", "10.0.0.5:443"}, 2},
+		{running, []string{"bal_backend_connections_total", "service", "web", "pool", "api", "backend", "10.0.0.5:443"}, 8},
+		{running, def("bal_backend_connections_active", "10.0.0.1:8080"), 4},
+		{running, def("bal_backend_connections_total", "[::1]:9000"), 250},
+		{running, def("bal_backend_connect_failures_total", "10.0.0.1:8080", "reason", "timeout"), 1},
+		{running, def("bal_backend_connect_failures_total", "[::1]:9000", "reason", "timeout"), 2},
+		{running, def("bal_backend_connect_failures_total", "[::1]:9000", "reason", "refused"), 30},
+		{running, def("bal_backend_connect_failures_total", "[::1]:9000", "reason", "other"), 4},
+		{running, def("bal_backend_connect_failures_total", "app-a.internal:9100", "reason", "refused"), 0},
+		{running, series("bal_local_connect_failures_total", d), 1},
+		{running, series("bal_health_check_rounds_total", d), 40},
+		{running, series("bal_protection_mode", d), 0},
+		{running, series("bal_protection_mode_reason", d, "reason", "timeout_or_refused_storm"), 0},
 		{running, []string{"bal_reloads_total", "result", "ok"}, 3},
 		{running, []string{"bal_reloads_total", "result", "error"}, 1},
 		{running, []string{"bal_last_reload_successful"}, 1},
-		{running, []string{"bal_access_log_dropped_total"}, 9},
+		{running, series("bal_access_log_dropped_total", d), 9},
 		{prot, []string{"bal_info", "engine", "std", "method", "round_robin", "version", "v1.2.3"}, 1},
-		{prot, []string{"bal_connections_active"}, 0},
-		{prot, []string{"bal_protection_mode"}, 1},
-		{prot, []string{"bal_protection_mode_reason", "reason", "all_backends_unavailable"}, 1},
-		{prot, []string{"bal_protection_mode_reason", "reason", "timeout_or_refused_storm"}, 0},
-		{prot, []string{"bal_protection_transitions_total"}, 3},
+		{prot, series("bal_connections_active", d), 0},
+		{prot, series("bal_protection_mode", d), 1},
+		{prot, series("bal_protection_mode_reason", d, "reason", "all_backends_unavailable"), 1},
+		{prot, series("bal_protection_mode_reason", d, "reason", "timeout_or_refused_storm"), 0},
+		{prot, series("bal_protection_transitions_total", d), 3},
 		{prot, []string{"bal_reloads_total", "result", "error"}, 2},
 		{prot, []string{"bal_last_reload_successful"}, 0},
 		{prot, []string{"bal_listeners_draining"}, 1},
-		{prot, []string{"bal_backend_up", "backend", "127.0.0.1:9000"}, 0},
+		{prot, def("bal_backend_up", "127.0.0.1:9000"), 0},
 	}
 	for _, tt := range tests {
 		if got, ok := tt.x.Value(tt.series[0], tt.series[1:]...); !ok || got != tt.want {
@@ -205,7 +267,8 @@ func TestLabelEscaping(t *testing.T) {
 func roundTrip(t *testing.T, backend string) string {
 	t.Helper()
 	var buf bytes.Buffer
-	Write(&buf, server.Status{Policy: policy.Status{Pools: []policy.PoolStatus{{Name: config.DefaultServiceName, Backends: []policy.BackendStatus{{Address: backend, Reachable: true}}}}}})
+	Write(&buf, server.Status{Services: []server.ServiceStatus{{Name: config.DefaultServiceName,
+		Policy: policy.Status{Pools: []policy.PoolStatus{{Name: config.DefaultServiceName, Backends: []policy.BackendStatus{{Address: backend, Reachable: true}}}}}}}})
 	x, err := metricstest.Parse(buf.String())
 	if err != nil {
 		t.Fatalf("backend %q: %v\n%s", backend, err, buf.String())

@@ -260,7 +260,7 @@ func testReloadPortTakenRejected(t *testing.T) {
 	if got, err := ask(t, fmt.Sprintf("127.0.0.1:%d", p1)); err != nil || got != "a" {
 		t.Fatalf("old listener after the rejected reload: %q, %v", got, err)
 	}
-	if s.Snapshot().Port != p1 {
+	if s.Snapshot().Services[0].Port != p1 {
 		t.Fatal("snapshot changed although the reload was rejected")
 	}
 }

@@ -350,6 +350,31 @@ func (x *Exposition) Value(name string, labels ...string) (float64, bool) {
 	return 0, false
 }
 
+// Sum returns the sum of every series of family name whose labels include
+// the given ones (name, value pairs), as PromQL's sum(name{labels}) does;
+// ok is false when none matches.
+func (x *Exposition) Sum(name string, labels ...string) (float64, bool) {
+	f := x.byName[name]
+	if f == nil || len(labels)%2 != 0 {
+		return 0, false
+	}
+	var sum float64
+	var ok bool
+	for _, s := range f.Samples {
+		match := true
+		for i := 0; i < len(labels); i += 2 {
+			if v, has := s.Labels[labels[i]]; !has || v != labels[i+1] {
+				match = false
+				break
+			}
+		}
+		if match {
+			sum, ok = sum+s.Value, true
+		}
+	}
+	return sum, ok
+}
+
 // LabelValues returns the values label takes in family name, in order.
 func (x *Exposition) LabelValues(name, label string) []string {
 	var out []string

@@ -130,7 +130,13 @@ func FuzzParse(f *testing.F) {
 	})
 }
 
-func TestCheckSpec(t *testing.T) {
+func TestCheckServices(t *testing.T) {
+	services := []Service{
+		{Name: "web", Pools: []Pool{{Name: "api", Route: true, Backends: []string{"a:1"}}, {Name: "default", Backends: []string{"a:1", "[::1]:2"}}}},
+		{Name: "db", Pools: []Pool{{Name: "default", Backends: []string{"b:5432"}}}},
+	}
+	// full is the stable part of an exposition for services, without the
+	// family drop.
 	full := func(drop string) string {
 		var b []string
 		add := func(name, typ string, series ...string) {
@@ -142,30 +148,55 @@ func TestCheckSpec(t *testing.T) {
 				b = append(b, name+s+" 0\n")
 			}
 		}
-		add("bal_connections_active", "gauge", "")
-		add("bal_connections_total", "counter", "")
-		add("bal_connections_rejected_total", "counter", "")
-		add("bal_backend_up", "gauge", `{backend="a:1"}`, `{backend="[::1]:2"}`)
-		add("bal_backend_connections_active", "gauge", `{backend="a:1"}`, `{backend="[::1]:2"}`)
-		var fails []string
-		for _, be := range []string{"a:1", "[::1]:2"} {
-			for _, r := range []string{"timeout", "refused", "other"} {
-				fails = append(fails, `{backend="`+be+`",reason="`+r+`"}`)
+		perService := func(more ...string) []string {
+			var out []string
+			for _, s := range services {
+				if len(more) == 0 {
+					out = append(out, `{service="`+s.Name+`"}`)
+				}
+				for _, m := range more {
+					out = append(out, `{service="`+s.Name+`",`+m+`}`)
+				}
 			}
+			return out
 		}
-		add("bal_backend_connect_failures_total", "counter", fails...)
-		add("bal_bytes_total", "counter", `{direction="client_to_backend"}`, `{direction="backend_to_client"}`)
-		add("bal_protection_mode", "gauge", "")
+		perBackend := func(more ...string) []string {
+			var out []string
+			for _, s := range services {
+				for _, p := range s.Pools {
+					for _, be := range p.Backends {
+						l := `service="` + s.Name + `",pool="` + p.Name + `",backend="` + be + `"`
+						if len(more) == 0 {
+							out = append(out, "{"+l+"}")
+						}
+						for _, m := range more {
+							out = append(out, "{"+l+","+m+"}")
+						}
+					}
+				}
+			}
+			return out
+		}
+		add("bal_connections_active", "gauge", perService()...)
+		add("bal_connections_total", "counter", perService()...)
+		add("bal_connections_rejected_total", "counter", perService(`reason="limit"`, `reason="acl"`, `reason="source_limit"`, `reason="source_rate"`, `reason="proxy_header"`, `reason="no_route"`)...)
+		add("bal_backend_up", "gauge", perBackend()...)
+		add("bal_backend_connections_active", "gauge", perBackend()...)
+		add("bal_backend_connect_failures_total", "counter", perBackend(`reason="timeout"`, `reason="refused"`, `reason="other"`)...)
+		add("bal_bytes_total", "counter", perService(`direction="client_to_backend"`, `direction="backend_to_client"`)...)
+		add("bal_protection_mode", "gauge", perService()...)
 		add("bal_reloads_total", "counter", `{result="ok"}`, `{result="error"}`)
+		add("bal_route_matches_total", "counter", `{service="web",route="api"}`)
+		add("bal_inspect_results_total", "counter", perService(`result="sni"`, `result="no_sni"`, `result="not_tls"`, `result="malformed"`, `result="timeout"`, `result="too_large"`, `result="closed"`)...)
 		return strings.Join(b, "")
 	}
-	backends := []string{"a:1", "[::1]:2"}
 	tests := []struct {
 		name, text string
 		ok         bool
 	}{
 		{"complete", full(""), true},
 		{"family missing", full("bal_protection_mode"), false},
+		{"route family missing", full("bal_route_matches_total"), false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -173,18 +204,24 @@ func TestCheckSpec(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := CheckStable(x, backends); (err == nil) != tt.ok {
-				t.Fatalf("CheckStable = %v, want ok=%v", err, tt.ok)
+			if err := CheckServices(x, services); (err == nil) != tt.ok {
+				t.Fatalf("CheckServices = %v, want ok=%v", err, tt.ok)
 			}
 		})
 	}
 	bad := []struct{ name, from, to string }{
 		{"wrong type", "# TYPE bal_protection_mode gauge", "# TYPE bal_protection_mode counter"},
-		{"reason missing", `bal_backend_connect_failures_total{backend="a:1",reason="other"} 0` + "\n", ""},
-		{"unknown reason", `reason="other"} 0` + "\n" + `bal_backend_connect_failures_total{backend="[::1]:2",reason="timeout"}`, `reason="other"} 0` + "\n" + `bal_backend_connect_failures_total{backend="[::1]:2",reason="slow"}`},
-		{"unknown backend", `{backend="[::1]:2"} 0` + "\n" + "# HELP bal_backend_connections_active", `{backend="[::1]:3"} 0` + "\n" + "# HELP bal_backend_connections_active"},
-		{"wrong label name", `{direction="client_to_backend"}`, `{dir="client_to_backend"}`},
-		{"extra series", `bal_protection_mode 0` + "\n", "bal_protection_mode 0\n" + `bal_protection_mode{x="1"} 0` + "\n"},
+		{"reason missing", `bal_backend_connect_failures_total{service="web",pool="default",backend="a:1",reason="other"} 0` + "\n", ""},
+		{"unknown reason", `backend="a:1",reason="timeout"}`, `backend="a:1",reason="slow"}`},
+		{"unknown backend", `{service="db",pool="default",backend="b:5432"} 0` + "\n# HELP bal_backend_connections_active", `{service="db",pool="default",backend="b:5433"} 0` + "\n# HELP bal_backend_connections_active"},
+		{"backend in the wrong pool", `bal_backend_up{service="web",pool="api",backend="a:1"}`, `bal_backend_up{service="web",pool="api",backend="[::1]:2"}`},
+		{"service missing", `bal_connections_total{service="db"} 0` + "\n", ""},
+		{"unknown service", `bal_connections_total{service="db"}`, `bal_connections_total{service="dbx"}`},
+		{"rejection reason missing", `bal_connections_rejected_total{service="db",reason="no_route"} 0` + "\n", ""},
+		{"wrong label name", `{service="web",direction="client_to_backend"}`, `{service="web",dir="client_to_backend"}`},
+		{"label missing", `bal_protection_mode{service="web"} 0`, `bal_protection_mode 0`},
+		{"extra series", `bal_protection_mode{service="web"} 0` + "\n", `bal_protection_mode{service="web"} 0` + "\n" + `bal_protection_mode{service="web",x="1"} 0` + "\n"},
+		{"route of no service", `{service="web",route="api"}`, `{service="web",route="default"}`},
 	}
 	for _, tt := range bad {
 		t.Run(tt.name, func(t *testing.T) {
@@ -196,9 +233,35 @@ func TestCheckSpec(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := CheckStable(x, backends); !errors.Is(err, ErrFormat) {
-				t.Fatalf("CheckStable accepted it: %v", err)
+			if err := CheckServices(x, services); !errors.Is(err, ErrFormat) {
+				t.Fatalf("CheckServices accepted it: %v", err)
 			}
 		})
+	}
+}
+
+func TestSum(t *testing.T) {
+	x, err := Parse(head + "m{s=\"a\",r=\"1\"} 1\nm{s=\"a\",r=\"2\"} 2\nm{s=\"b\",r=\"1\"} 4\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		labels []string
+		want   float64
+		ok     bool
+	}{
+		{nil, 7, true},
+		{[]string{"s", "a"}, 3, true},
+		{[]string{"r", "1"}, 5, true},
+		{[]string{"s", "b", "r", "1"}, 4, true},
+		{[]string{"s", "c"}, 0, false},
+		{[]string{"s"}, 0, false},
+	} {
+		if got, ok := x.Sum("m", tt.labels...); got != tt.want || ok != tt.ok {
+			t.Errorf("Sum(m, %v) = %v, %v; want %v, %v", tt.labels, got, ok, tt.want, tt.ok)
+		}
+	}
+	if _, ok := x.Sum("absent"); ok {
+		t.Error("Sum of an absent family is ok")
 	}
 }

@@ -3,10 +3,11 @@ package main
 import (
 	"errors"
 	"fmt"
-	"strings"
+
+	"github.com/spf13/pflag"
 
 	"github.com/bal-lb/bal/engine/config"
-	"github.com/spf13/pflag"
+	"github.com/bal-lb/bal/engine/control"
 )
 
 // checkOptions are the flags of bal check.
@@ -72,16 +73,9 @@ type checkService struct {
 
 // checkRoute is one route of a service in bal check --json.
 type checkRoute struct {
-	Name         string     `json:"name"`
-	Match        checkMatch `json:"match"`
-	BackendCount int        `json:"backend_count"`
-}
-
-// checkMatch is a route's match; a key the route does not use is [].
-type checkMatch struct {
-	SNI    []string `json:"sni"`
-	ALPN   []string `json:"alpn"`
-	Source []string `json:"source"`
+	Name         string        `json:"name"`
+	Match        control.Match `json:"match"`
+	BackendCount int           `json:"backend_count"`
 }
 
 func newCheckService(v *config.Service) checkService {
@@ -94,21 +88,11 @@ func newCheckService(v *config.Service) checkService {
 		Inspects:     v.Inspects(),
 	}
 	for _, r := range v.Routes {
-		m := checkMatch{SNI: nonNil(r.Match.SNI), ALPN: nonNil(r.Match.ALPN), Source: []string{}}
-		for _, p := range r.Match.Source {
-			m.Source = append(m.Source, p.String())
-		}
-		cs.Routes = append(cs.Routes, checkRoute{Name: r.Name, Match: m, BackendCount: len(r.Backends)})
+		cs.Routes = append(cs.Routes, checkRoute{Name: r.Name, Match: control.MatchFrom(r.Match), BackendCount: len(r.Backends)})
 	}
 	return cs
 }
 
-func nonNil(s []string) []string {
-	if s == nil {
-		return []string{}
-	}
-	return s
-}
 
 func runCheck(e *env, o *checkOptions) int {
 	res := check(o.config, o.strict)
@@ -219,7 +203,7 @@ func checkReport(res *checkResult, o *checkOptions) *report {
 		for _, v := range res.Services {
 			r.item(serviceLine(v))
 			for _, rt := range v.Routes {
-				r.detail("route "+rt.Name, fmt.Sprintf("%s -> %s", matchLine(rt.Match), plural(rt.BackendCount, "backend")))
+				r.detail("route "+rt.Name, fmt.Sprintf("%s -> %s", rt.Match.String(), plural(rt.BackendCount, "backend")))
 			}
 		}
 	}
@@ -293,20 +277,6 @@ func serviceLine(v checkService) string {
 		s += ", inspects TLS"
 	}
 	return s
-}
-
-// matchLine is "sni=a.example.com,*.example.net alpn=h2 source=10.0.0.0/8".
-func matchLine(m checkMatch) string {
-	var parts []string
-	for _, kv := range []struct {
-		key  string
-		vals []string
-	}{{"sni", m.SNI}, {"alpn", m.ALPN}, {"source", m.Source}} {
-		if len(kv.vals) > 0 {
-			parts = append(parts, kv.key+"="+strings.Join(kv.vals, ","))
-		}
-	}
-	return strings.Join(parts, " ")
 }
 
 func issueLines(is []config.Issue) []string {

@@ -504,7 +504,7 @@ func servicesReport(r *report, res *statusJSON, sum summary, verbose bool) {
 			r.detail("draining_listeners", strconv.Itoa(svc.DrainingListeners))
 		}
 		for _, rt := range svc.Routes {
-			r.detail("route", fmt.Sprintf("%s match(%s) method=%s matched=%d", rt.Name, matchLine(rt.Match), rt.Method, rt.MatchedTotal))
+			r.detail("route", fmt.Sprintf("%s match(%s) method=%s matched=%d", rt.Name, rt.Match.String(), rt.Method, rt.MatchedTotal))
 		}
 		for _, p := range pools(svc) {
 			for _, b := range p.backends {
@@ -537,19 +537,6 @@ func backendLine(b control.Backend) string {
 	return line
 }
 
-// matchLine is "sni=a,b alpn=h2 source=10.0.0.0/8", the keys a route uses.
-func matchLine(m control.Match) string {
-	var parts []string
-	for _, k := range []struct {
-		name string
-		vals []string
-	}{{"sni", m.SNI}, {"alpn", m.ALPN}, {"source", m.Source}} {
-		if len(k.vals) > 0 {
-			parts = append(parts, k.name+"="+strings.Join(k.vals, ","))
-		}
-	}
-	return strings.Join(parts, " ")
-}
 
 // countsLine is "a=1 b=0 ..." in the order of names, then any name the
 // daemon sent that this bal does not know.

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -220,6 +221,14 @@ func runningSnapshot(st *control.Status, disk *config.Snapshot) *config.Snapshot
 	s.Runtime.TCPBacklog = st.TCPBacklog
 	s.Runtime.DrainTimeout = time.Duration(st.DrainTimeoutMS) * time.Millisecond
 	s.Runtime.AccessLog = st.AccessLog
+	// The first service is what the top-level status fields describe.
+	s.Services = slices.Clone(disk.Services)
+	if len(s.Services) > 0 {
+		first := &s.Services[0]
+		first.Port, first.BindAddress, first.Method, first.Backends = s.Port, s.BindAddress, s.Method, s.Backends
+		rt := &first.Runtime
+		rt.MaxConcurrentConnections, rt.TCPBacklog, rt.DrainTimeout, rt.AccessLog = st.MaxConcurrentConnections, st.TCPBacklog, s.Runtime.DrainTimeout, st.AccessLog
+	}
 	return &s
 }
 

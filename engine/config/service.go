@@ -171,15 +171,24 @@ type Access struct {
 // String is the match as "sni=a.example.com,*.example.net alpn=h2
 // source=10.0.0.0/8" (keys that are not set are left out).
 func (m Match) String() string {
+	src := make([]string, len(m.Source))
+	for i, p := range m.Source {
+		src[i] = p.String()
+	}
+	return FormatMatch(m.SNI, m.ALPN, src)
+}
+
+// FormatMatch writes a route's match keys the way Match.String does, from
+// their text form (what bal status receives over the control socket).
+func FormatMatch(sni, alpn, source []string) string {
 	var parts []string
-	if len(m.SNI) > 0 {
-		parts = append(parts, "sni="+strings.Join(m.SNI, ","))
-	}
-	if len(m.ALPN) > 0 {
-		parts = append(parts, "alpn="+strings.Join(m.ALPN, ","))
-	}
-	if len(m.Source) > 0 {
-		parts = append(parts, "source="+joinPrefixes(m.Source, ","))
+	for _, k := range [...]struct {
+		name string
+		vals []string
+	}{{"sni", sni}, {"alpn", alpn}, {"source", source}} {
+		if len(k.vals) > 0 {
+			parts = append(parts, k.name+"="+strings.Join(k.vals, ","))
+		}
 	}
 	return strings.Join(parts, " ")
 }

@@ -118,6 +118,18 @@ type Match struct {
 	Source []string `json:"source"`
 }
 
+// MatchFrom is m in its wire form; a key the route does not use is [].
+func MatchFrom(m config.Match) Match {
+	out := Match{SNI: nonNil(m.SNI), ALPN: nonNil(m.ALPN), Source: make([]string, 0, len(m.Source))}
+	for _, p := range m.Source {
+		out.Source = append(out.Source, p.String())
+	}
+	return out
+}
+
+// String is "sni=a,b alpn=h2 source=10.0.0.0/8", the keys a route uses.
+func (m Match) String() string { return config.FormatMatch(m.SNI, m.ALPN, m.Source) }
+
 // Backend is one backend as the running instance sees it.
 type Backend struct {
 	Address           string     `json:"address"`   // as configured, "host:port"
@@ -287,13 +299,9 @@ func serviceFrom(ss server.ServiceStatus) Service {
 		if !pool.Route {
 			continue
 		}
-		m := Match{SNI: nonNil(pool.Match.SNI), ALPN: nonNil(pool.Match.ALPN), Source: make([]string, 0, len(pool.Match.Source))}
-		for _, pr := range pool.Match.Source {
-			m.Source = append(m.Source, pr.String())
-		}
 		out.Routes = append(out.Routes, Route{
 			Name:         pool.Name,
-			Match:        m,
+			Match:        MatchFrom(pool.Match),
 			MatchedTotal: pool.Matched,
 			Method:       string(pool.Method),
 			Backends:     backendsFrom(pool.Backends),

@@ -47,6 +47,8 @@ func RunWith(t *testing.T, newEngine engine.Factory, o Options) {
 		{"BackendWrites8MiBThenCloses", s.testBackendWritesThenCloses},
 		{"Reset/FromBackend", s.testResetFromBackend},
 		{"Reset/FromClient", s.testResetFromClient},
+		{"Reset/ByBackend", s.testResetByBackend},
+		{"Reset/WhileStopped", s.testResetStopped},
 		{"IdleTimeout/Silent", s.testIdleSilent},
 		{"IdleTimeout/TrickleUp", func(t *testing.T) { s.testIdleTrickle(t, true) }},
 		{"IdleTimeout/TrickleDown", func(t *testing.T) { s.testIdleTrickle(t, false) }},

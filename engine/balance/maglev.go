@@ -35,7 +35,42 @@ const (
 
 // NewSourceHash builds the Maglev table for backends with the given keys
 // (config.Backend.Key) and weights, in config order.
-func NewSourceHash(keys []string, weights []int) *SourceHash {
+func NewSourceHash(keys []string, weights []int) *SourceHash { return newSourceHash(keys, weights) }
+
+// NewSourceHashOf is NewSourceHash for the backends i with in(i) true, as if
+// the others were not configured: its table is exactly the one
+// NewSourceHash builds from the included backends' keys and weights alone,
+// but its picks are indexes into the full list. The left-out backends
+// should not be Eligible in the View (they are never picked from the table;
+// the rendezvous fall-through skips ineligible ones), so a client maps to
+// the same backend as in a config without them. bal builds it for a pool
+// whose backends an operator took out (drain, maint).
+func NewSourceHashOf(keys []string, weights []int, in func(i int) bool) *SourceHash {
+	w := normWeightsN(weights, len(keys))
+	var subKeys []string
+	var subW []int
+	var orig []int32
+	for i, k := range keys {
+		if in(i) {
+			subKeys = append(subKeys, k)
+			subW = append(subW, int(w[i]))
+			orig = append(orig, int32(i))
+		}
+	}
+	sub := newSourceHash(subKeys, subW)
+	s := newSourceHash(nil, nil)
+	s.table = sub.table
+	for j, i := range s.table {
+		s.table[j] = orig[i]
+	}
+	s.keyH, s.w = make([]uint64, len(keys)), make([]float64, len(keys))
+	for i, k := range keys {
+		s.keyH[i], s.w[i] = hashString(k, seedHRW), float64(w[i])
+	}
+	return s
+}
+
+func newSourceHash(keys []string, weights []int) *SourceHash {
 	n := len(keys)
 	s := &SourceHash{keyH: make([]uint64, n), w: make([]float64, n)}
 	if n == 0 {

@@ -27,6 +27,18 @@ type Round struct {
 	// addresses, last check time, rise/fall observation), so a server listed
 	// in several pools costs one probe a round.
 	Mirrors [][]*pool.Backend
+	// Checks, when not nil, has one entry per Backends entry: how that
+	// backend (and its mirrors) is checked. A missing entry, or a zero
+	// HealthCheck, is a TCP connect.
+	Checks []config.HealthCheck
+	// UDP says the backends serve a UDP service: a send_expect check sends
+	// one datagram and waits for one back.
+	UDP bool
+	// OnDown, when set, is called after an active check took a backend
+	// down (the backend, and the check's error); the policy closes the
+	// backend's connections there when its service asks for it. It must
+	// not block.
+	OnDown func(b *pool.Backend, err error)
 	// Logger, when not nil, logs the round's health transitions instead of
 	// Options.Logger (the policy's, with its service name).
 	Logger   *slog.Logger
@@ -47,7 +59,8 @@ type Resolver interface {
 	LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
 }
 
-// DialFunc connects to address ("ip:port") over network "tcp".
+// DialFunc connects to address ("ip:port") over network "tcp" (or "udp"
+// for a UDP service's send_expect check).
 type DialFunc func(ctx context.Context, network, address string) (net.Conn, error)
 
 // Options configure a Checker; the zero value uses the defaults.
@@ -159,7 +172,7 @@ func (c *Checker) round(ctx context.Context) time.Duration {
 	r := c.src.HealthRound()
 	var wg sync.WaitGroup
 	for i, b := range r.Backends {
-		wg.Go(func() { c.checkOne(ctx, b, r.mirrors(i), r) })
+		wg.Go(func() { c.checkOne(ctx, b, r.mirrors(i), r.check(i), r) })
 	}
 	wg.Wait()
 	if ctx.Err() == nil {
@@ -167,6 +180,14 @@ func (c *Checker) round(ctx context.Context) time.Duration {
 		c.rounds.Add(1)
 	}
 	return max(r.Interval, minInterval)
+}
+
+// check returns how Backends[i] is checked (nil: a TCP connect).
+func (r *Round) check(i int) *config.HealthCheck {
+	if i < len(r.Checks) {
+		return &r.Checks[i]
+	}
+	return nil
 }
 
 // mirrors returns the backends fed by Backends[i]'s probe.
@@ -177,8 +198,20 @@ func (r *Round) mirrors(i int) []*pool.Backend {
 	return nil
 }
 
-func (c *Checker) checkOne(ctx context.Context, b *pool.Backend, mirrors []*pool.Backend, r Round) {
-	err := c.Check(ctx, b, r.Timeout)
+func (c *Checker) checkOne(ctx context.Context, b *pool.Backend, mirrors []*pool.Backend, hc *config.HealthCheck, r Round) {
+	// A backend in maintenance is not probed: its health stays as it was
+	// until it is back in service. The probe still runs for the mirrors
+	// that are not in maintenance (the same server in another pool).
+	fed := make([]*pool.Backend, 0, 1+len(mirrors))
+	for _, x := range append([]*pool.Backend{b}, mirrors...) {
+		if x.Admin() != pool.Maint {
+			fed = append(fed, x)
+		}
+	}
+	if len(fed) == 0 {
+		return
+	}
+	err := c.probe(ctx, b, hc, r.Timeout, r.UDP)
 	if ctx.Err() != nil {
 		return // shutting down: the outcome says nothing about the backend
 	}
@@ -188,19 +221,23 @@ func (c *Checker) checkOne(ctx context.Context, b *pool.Backend, mirrors []*pool
 	}
 	now := c.now()
 	if err != nil {
-		log.Debug("health check failed", slog.String("backend", b.Name()), slog.Any("error", err))
+		log.Debug("health check failed", slog.String("backend", b.Name()), slog.String("reason", Reason(err)), slog.Any("error", err))
 	}
 	local := err != nil && engine.IsLocal(err) // bal ran out of descriptors or ports: nothing learned
-	feed := func(x *pool.Backend) {
-		x.SetLastCheck(now)
-		if !local {
-			LogChange(log, x, x.Observe(err == nil, r.Rise, r.Fall), "health_check", err)
+	for _, x := range fed {
+		if x != b {
+			copyAddrs(x, b)
 		}
-	}
-	feed(b)
-	for _, m := range mirrors {
-		copyAddrs(m, b)
-		feed(m)
+		x.SetLastCheck(now)
+		if local {
+			continue
+		}
+		x.SetCheckError(err)
+		ch := x.Observe(err == nil, r.Rise, r.Fall)
+		LogChange(log, x, ch, "health_check", err)
+		if ch == pool.ChangeDown && r.OnDown != nil {
+			r.OnDown(x, err)
+		}
 	}
 }
 
@@ -211,11 +248,24 @@ func copyAddrs(dst, src *pool.Backend) {
 	}
 }
 
-// Check checks one backend: resolves a hostname (storing the addresses in
-// the backend) and connects to its addresses in order until one accepts,
-// all within timeout; the connection is closed at once. It returns nil when
-// a connect succeeded. It records nothing else.
+// Check checks one backend with a TCP connect (Probe's check): resolves a
+// hostname (storing the addresses in the backend) and connects to its
+// addresses in order until one accepts, all within timeout; the connection
+// is closed at once. It returns nil when a connect succeeded, else a
+// *CheckError. It records nothing else.
 func (c *Checker) Check(ctx context.Context, b *pool.Backend, timeout time.Duration) error {
+	return c.probe(ctx, b, nil, timeout, false)
+}
+
+// CheckWith is Check with the check hc (nil: a TCP connect): after the
+// first address that accepts, the check's conversation runs on that
+// connection and decides (docs/configuration.md#health-checks). udp probes
+// a UDP service's backend (send_expect only).
+func (c *Checker) CheckWith(ctx context.Context, b *pool.Backend, hc *config.HealthCheck, timeout time.Duration, udp bool) error {
+	return c.probe(ctx, b, hc, timeout, udp)
+}
+
+func (c *Checker) probe(ctx context.Context, b *pool.Backend, hc *config.HealthCheck, timeout time.Duration, udp bool) error {
 	if timeout <= 0 {
 		timeout = time.Second
 	}
@@ -225,27 +275,33 @@ func (c *Checker) Check(ctx context.Context, b *pool.Backend, timeout time.Durat
 	if b.NeedsResolve() {
 		var err error
 		if addrs, err = c.resolve(ctx, b); err != nil {
-			return err
+			return &CheckError{Reason: ReasonDNS, Err: err}
 		}
 	}
 	if len(addrs) == 0 {
-		return fmt.Errorf("backend %s: %w", b.Name(), ErrNoAddress)
+		return &CheckError{Reason: ReasonDNS, Err: fmt.Errorf("backend %s: %w", b.Name(), ErrNoAddress)}
+	}
+	network := "tcp"
+	if udp {
+		network = "udp"
 	}
 	var errs []error
 	for i, a := range addrs {
+		a = probeAddr(a, hc)
 		dctx, dcancel := partial(ctx, len(addrs)-i)
-		conn, err := c.dial(dctx, "tcp", a.String())
+		conn, err := c.dial(dctx, network, a.String())
 		dcancel()
 		if err == nil {
+			err = converse(ctx, conn, hc, b.Host(), a.Port(), udp)
 			conn.Close()
-			return nil
+			return err
 		}
 		errs = append(errs, err)
 		if ctx.Err() != nil {
 			break
 		}
 	}
-	return errors.Join(errs...)
+	return connectError(errors.Join(errs...))
 }
 
 // Probe checks each of backends once, all in parallel, the way a round

@@ -27,8 +27,10 @@ type Backend struct {
 	weight atomic.Int32
 	addrs  atomic.Pointer[[]netip.AddrPort]
 
-	health    atomic.Uint64 // packed Health
-	lastCheck atomic.Int64  // wall-clock UnixNano of the last active check, 0 = never
+	health    atomic.Uint64          // packed Health
+	admin     atomic.Uint32          // AdminState
+	lastCheck atomic.Int64           // wall-clock UnixNano of the last active check, 0 = never
+	checkErr  atomic.Pointer[string] // failure of the last active check; nil after a success
 
 	active atomic.Int64
 	total  atomic.Uint64

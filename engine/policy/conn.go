@@ -70,15 +70,15 @@ func (cs *connState) bits() []uint64 {
 func (cs *connState) tried(i int) bool { return cs.bits()[i>>6]&(1<<(i&63)) != 0 }
 func (cs *connState) markTried(i int)  { cs.bits()[i>>6] |= 1 << (i & 63) }
 
-// Eligible implements balance.View: not tried yet by this connection, not
-// cooling down, with an address, and healthy in phase 1 or unhealthy in
-// phase 2.
+// Eligible implements balance.View: not tried yet by this connection, in
+// service (not drained nor in maintenance), not cooling down, with an
+// address, and healthy in phase 1 or unhealthy in phase 2.
 func (cs *connState) Eligible(i int) bool {
 	if cs.tried(i) {
 		return false
 	}
 	b := cs.ps.pool.At(i)
-	return b.Up() == (cs.phase == 1) && !b.InCooldown(cs.now) && len(b.Addrs()) > 0
+	return b.Up() == (cs.phase == 1) && b.InService() && !b.InCooldown(cs.now) && len(b.Addrs()) > 0
 }
 
 // Active implements balance.View.
@@ -152,6 +152,11 @@ func (p *Policy) Pick(c *engine.ConnInfo, _ int) (engine.Target, bool) {
 	for {
 		i, ok := p.choose(cs)
 		if !ok {
+			if cs.tries == 0 && !anyInService(cs.ps) {
+				// An operator took every backend out: no backend failed,
+				// so protection mode is not fed.
+				return p.noneLeft(cs, t, "no_backend_in_service")
+			}
 			p.prot.Exhausted(t)
 			return p.noneLeft(cs, t, "all_backends_unavailable")
 		}
@@ -165,6 +170,17 @@ func (p *Policy) Pick(c *engine.ConnInfo, _ int) (engine.Target, bool) {
 		cs.cur, cs.addr = b, 0
 		return engine.Target{Addr: a[0], Name: b.Name(), Ref: b}, true
 	}
+}
+
+// anyInService reports whether any backend of ps takes new connections as
+// far as its admin state goes.
+func anyInService(ps *poolState) bool {
+	for _, b := range ps.pool.Backends() {
+		if b.InService() {
+			return true
+		}
+	}
+	return false
 }
 
 // anyLeft reports whether any backend is still eligible for cs in either
@@ -185,7 +201,7 @@ func (p *Policy) anyLeft(cs *connState) bool {
 // (phase 1), else the first unhealthy eligible one in config order (phase 2).
 func (p *Policy) choose(cs *connState) (int, bool) {
 	cs.phase = 1
-	if i, ok := cs.ps.bal.Pick(cs, cs.hash); ok {
+	if i, ok := cs.ps.balancer().Pick(cs, cs.hash); ok {
 		return i, true
 	}
 	cs.phase = 2
@@ -210,7 +226,7 @@ func (p *Policy) lastResort(cs *connState) (int, bool) {
 	best, bestUp, bestUntil := -1, false, int64(0)
 	for j := range cs.ps.pool.Len() {
 		b := cs.ps.pool.At(j)
-		if cs.tried(j) || len(b.Addrs()) == 0 {
+		if cs.tried(j) || !b.InService() || len(b.Addrs()) == 0 {
 			continue
 		}
 		up, until := b.Up(), b.CooldownUntil()

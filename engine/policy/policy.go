@@ -31,6 +31,13 @@ type Options struct {
 	// AccessLogBuffer is how many access log lines may wait for the writer
 	// before new ones are dropped (and counted); 0 means 4096.
 	AccessLogBuffer int
+	// Reset resets the open connections of the service whose backend
+	// satisfies match, in every engine serving it, and returns how many
+	// (the server wires it to its engines' engine.Resetter). The policy
+	// calls it when a close-after delay of drain or maint runs out, and
+	// when a check takes a backend down in a service with
+	// on_backend_down: close. Nil: nothing is ever reset.
+	Reset func(ctx context.Context, match func(engine.Target) bool, reason engine.CloseReason) int
 }
 
 // Compile-time guard.
@@ -74,6 +81,13 @@ type Policy struct {
 
 	prot    *protect.Guard
 	checker *health.Checker
+
+	reset         func(ctx context.Context, match func(engine.Target) bool, reason engine.CloseReason) int
+	closedOnDown  atomic.Uint64
+	closedByAdmin atomic.Uint64
+	// timers are the pending close-after resets, per backend (guarded by
+	// applyMu).
+	timers map[*pool.Backend]*pendingReset
 
 	access        chan accessEntry
 	accessDropped atomic.Uint64
@@ -133,7 +147,7 @@ func New(svc *config.Service, o Options) *Policy {
 	if svc == nil {
 		svc = emptyService()
 	}
-	p := &Policy{baseLog: o.Logger, now: o.Now}
+	p := &Policy{baseLog: o.Logger, now: o.Now, reset: o.Reset, timers: map[*pool.Backend]*pendingReset{}}
 	if p.baseLog == nil {
 		p.baseLog = slog.New(slog.DiscardHandler)
 	}
@@ -213,7 +227,11 @@ func (p *Policy) newState(svc *config.Service, prev *state) (*state, []change) {
 	case len(st.routes) > 0:
 		st.routing = routeBySource
 	}
-	st.health = healthRound(st)
+	var onDown func(*pool.Backend, error)
+	if svc.OnBackendDown == config.OnDownClose {
+		onDown = p.backendDown
+	}
+	st.health = healthRound(st, onDown)
 	return st, changes
 }
 
@@ -302,6 +320,7 @@ func (p *Policy) Run(ctx context.Context) {
 	wg.Go(func() { p.RunAccessLog(ctx) })
 	wg.Go(func() { p.RunTicker(ctx) })
 	wg.Wait()
+	p.stopTimers()
 }
 
 // RunHealth runs the active health checker until ctx is done (part of Run).

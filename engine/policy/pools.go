@@ -23,6 +23,11 @@ type poolState struct {
 	pool   *pool.Pool
 	bal    balance.Balancer
 	hashed bool // the method uses the client hash
+	// outTable, for a source_hash pool with backends taken out (drain,
+	// maint), is the Maglev table of the others, used instead of bal so
+	// that clients map as in a config without them; nil when every backend
+	// is in service.
+	outTable atomic.Pointer[balance.SourceHash]
 	// matched counts the connections routed to a route's pool; it carries
 	// over reloads that keep the route (by name). Nil for the default pool
 	// (its count is derived: see Policy.toRoutes).
@@ -74,6 +79,7 @@ func (st *state) buildPools(svc *config.Service, prev *state) []change {
 		} else {
 			ps.bal = balance.New(ps.method, ps.keys, ps.weights)
 		}
+		ps.refreshOut()
 		if c.Route != nil {
 			if old != nil && old.matched != nil {
 				ps.matched = old.matched
@@ -116,6 +122,34 @@ func (st *state) buildPools(svc *config.Service, prev *state) []change {
 	return changes
 }
 
+// refreshOut rebuilds outTable from the backends' admin states (a
+// source_hash pool only).
+func (ps *poolState) refreshOut() {
+	if !ps.hashed {
+		return
+	}
+	bs := ps.pool.Backends()
+	all := true
+	for _, b := range bs {
+		all = all && b.InService()
+	}
+	if all {
+		ps.outTable.Store(nil)
+		return
+	}
+	ps.outTable.Store(balance.NewSourceHashOf(ps.keys, ps.weights, func(i int) bool { return bs[i].InService() }))
+}
+
+// balancer is the balancer a pick uses now.
+func (ps *poolState) balancer() balance.Balancer {
+	if ps.hashed {
+		if t := ps.outTable.Load(); t != nil {
+			return t
+		}
+	}
+	return ps.bal
+}
+
 // pool returns the pool named name, nil when there is none.
 func (st *state) pool(name string) *poolState {
 	for _, ps := range st.pools {
@@ -127,10 +161,12 @@ func (st *state) pool(name string) *poolState {
 }
 
 // healthRound lists every server of st's pools once per way it is checked:
-// the first pool holding it probes it, the others mirror the outcome. The
-// pools of a UDP service without a health_check type are checked passively
-// only (by the flows' outcomes), so they are left out.
-func healthRound(st *state) health.Round {
+// the first pool holding it probes it with its pool's check, the others
+// mirror the outcome. The pools of a UDP service without a health_check
+// type are checked passively only (by the flows' outcomes), so they are
+// left out. onDown (may be nil) is called when a check takes a backend
+// down.
+func healthRound(st *state, onDown func(*pool.Backend, error)) health.Round {
 	rt := st.svc.Runtime
 	r := health.Round{
 		Interval: rt.HealthCheckInterval,
@@ -138,6 +174,8 @@ func healthRound(st *state) health.Round {
 		Rise:     rt.HealthCheckSuccessThreshold,
 		Fall:     rt.HealthCheckFailThreshold,
 		Logger:   st.log,
+		UDP:      st.svc.Protocol == config.UDP,
+		OnDown:   onDown,
 	}
 	index := map[string]int{}
 	shared := false
@@ -158,6 +196,7 @@ func healthRound(st *state) health.Round {
 			}
 			index[k] = len(r.Backends)
 			r.Backends = append(r.Backends, b)
+			r.Checks = append(r.Checks, ps.check)
 		}
 	}
 	if !shared {

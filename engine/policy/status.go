@@ -40,6 +40,10 @@ type Status struct {
 	Protection       ProtectionStatus
 	AccessLogDropped uint64 // access log lines dropped because the writer was behind
 	LocalFailures    uint64 // connects that failed for lack of local descriptors (not counted against backends)
+	// ClosedOnDown counts connections reset because a health check took
+	// their backend down (on_backend_down: close); ClosedByAdmin those
+	// reset when a close-after delay of drain or maint ran out.
+	ClosedOnDown, ClosedByAdmin uint64
 
 	// Inspected counts inspection results; every engine.InspectResults
 	// entry is present (all 0 for a service that does not inspect).
@@ -99,6 +103,10 @@ type BackendStatus struct {
 	Streak    uint32    // consecutive failed connects
 	Cooldown  time.Time // end of the current cooldown; zero when none
 	Addrs     []netip.AddrPort
+	Admin     pool.AdminState // ready, drain or maint
+	// CheckError is the failure of the latest active check ("reason:
+	// detail"); "" after a success or before any.
+	CheckError string
 }
 
 // ProtectionStatus is protection mode's state.
@@ -129,6 +137,8 @@ func (p *Policy) Status() Status {
 		Protection:       ProtectionStatus{Enabled: ps.On, Reason: string(ps.Reason), Since: ps.Since, Transitions: p.prot.Transitions()},
 		AccessLogDropped: p.accessDropped.Load(),
 		LocalFailures:    p.localFailures.Load(),
+		ClosedOnDown:     p.closedOnDown.Load(),
+		ClosedByAdmin:    p.closedByAdmin.Load(),
 	}
 	for _, n := range s.RejectedBy {
 		s.Rejected += n
@@ -182,18 +192,20 @@ func (p *Policy) defaultMatched(total uint64) uint64 {
 func (p *Policy) backendStatus(b *pool.Backend, now int64) BackendStatus {
 	h := b.Health()
 	bs := BackendStatus{
-		Pool:      b.Pool(),
-		Address:   b.Name(),
-		Key:       b.Key(),
-		Reachable: h.Up,
-		Checked:   h.Known,
-		Weight:    b.Weight(),
-		Active:    b.Active(),
-		Total:     b.Total(),
-		LastCheck: b.LastCheck(),
-		Counters:  b.Counters(),
-		Streak:    b.Streak(),
-		Addrs:     b.Addrs(),
+		Pool:       b.Pool(),
+		Address:    b.Name(),
+		Key:        b.Key(),
+		Reachable:  h.Up,
+		Checked:    h.Known,
+		Weight:     b.Weight(),
+		Active:     b.Active(),
+		Total:      b.Total(),
+		LastCheck:  b.LastCheck(),
+		Counters:   b.Counters(),
+		Streak:     b.Streak(),
+		Addrs:      b.Addrs(),
+		Admin:      b.Admin(),
+		CheckError: b.CheckError(),
 	}
 	if b.InCooldown(now) {
 		bs.Cooldown = p.base.Add(time.Duration(b.CooldownUntil()))

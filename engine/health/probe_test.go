@@ -232,7 +232,9 @@ func TestHTTPCheck(t *testing.T) {
 		{name: "redirect is accepted by default, not followed", check: get, script: reply(301, "Location: /elsewhere\r\n", "")},
 		{name: "redirect outside http_status", check: with(func(h *config.HealthCheck) { h.HTTPStatus = []config.StatusRange{{Low: 200, High: 200}} }),
 			reason: ReasonCheckFailed, detail: "HTTP status 301 not in 200", script: reply(301, "Location: /elsewhere\r\n", "")},
-		{name: "204 in a list of codes", check: with(func(h *config.HealthCheck) { h.HTTPStatus = []config.StatusRange{{Low: 200, High: 200}, {Low: 204, High: 204}} }),
+		{name: "204 in a list of codes", check: with(func(h *config.HealthCheck) {
+			h.HTTPStatus = []config.StatusRange{{Low: 200, High: 200}, {Low: 204, High: 204}}
+		}),
 			script: reply(204, "", "")},
 		{name: "expect in the body", check: with(func(h *config.HealthCheck) { h.Expect = []byte(`"role":"primary"`) }),
 			script: reply(200, "", `{"role":"primary"}`)},
@@ -255,7 +257,11 @@ func TestHTTPCheck(t *testing.T) {
 		}},
 		{name: "silence", check: get, timeout: short, reason: ReasonTimeout, script: func(c net.Conn, s *scripted) { s.readRequest(c); holdUntilGone(c, s) }},
 		{name: "slow reply after the timeout", check: get, timeout: short, reason: ReasonTimeout,
-			script: func(c net.Conn, s *scripted) { s.readRequest(c); holdUntilGone(c, s); write(c, httpReply(200, "", "ok")) }},
+			script: func(c net.Conn, s *scripted) {
+				s.readRequest(c)
+				holdUntilGone(c, s)
+				write(c, httpReply(200, "", "ok"))
+			}},
 		{name: "connection refused", check: get, reason: ReasonRefused},
 	})
 }

@@ -157,7 +157,7 @@ func Save(path string, f File) error {
 	tmp := filepath.Join(dir, "."+filepath.Base(path)+"."+strconv.Itoa(os.Getpid())+"."+hex.EncodeToString(suffix[:]))
 	fd, err := syscall.Open(tmp, syscall.O_WRONLY|syscall.O_CREAT|syscall.O_EXCL|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, Mode)
 	if err != nil {
-		return fmt.Errorf("state file %s: create %s: %w", path, tmp, err)
+		return fmt.Errorf("state file %s: create a temporary file in %s: %w", path, dir, err)
 	}
 	w := os.NewFile(uintptr(fd), tmp)
 	fail := func(err error) error {

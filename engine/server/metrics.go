@@ -8,7 +8,8 @@ import (
 	"time"
 )
 
-// metricsListener serves GET /metrics on runtime.metrics_address.
+// metricsListener serves GET /metrics on runtime.metrics_address, and
+// Options.Web (the status page) on every other path.
 type metricsListener struct {
 	addr string
 	ln   net.Listener
@@ -26,8 +27,19 @@ func (s *Server) listenMetrics(addr string) (*metricsListener, error) {
 		return nil, fmt.Errorf("runtime.metrics_address %s: %w", addr, err)
 	}
 	m := &metricsListener{addr: addr, ln: ln}
+	h := s.metricsH
+	if web := s.opts.Web; web != nil {
+		metrics := s.metricsH
+		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/metrics" {
+				metrics.ServeHTTP(w, r)
+				return
+			}
+			web.ServeHTTP(w, r)
+		})
+	}
 	m.srv = &http.Server{
-		Handler:           s.metricsH,
+		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      10 * time.Second,

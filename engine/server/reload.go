@@ -187,6 +187,7 @@ func (s *Server) reload(ctx context.Context, next *config.Snapshot) (*ReloadResu
 	for _, c := range changes {
 		s.log.Info("config change", "change", c)
 	}
+	s.statesAfterReload()
 	return r, nil
 }
 

@@ -98,6 +98,14 @@ type Options struct {
 	// runtime.metrics_address gets an HTTP listener serving it, rebound on
 	// reload, and MetricsHandler returns it for the control socket.
 	Metrics func(status func() Status) http.Handler
+	// Web, when set, serves every path but /metrics on
+	// runtime.metrics_address: the status page and the status JSON it
+	// reads (cmd/bal passes the control package's read-only handler).
+	Web http.Handler
+	// StatePath is the state file holding the backends' admin states
+	// ($BAL_HOME/state.json): read at Start, written on every change and
+	// after reloads. "" keeps the states in memory only.
+	StatePath string
 }
 
 // ReloadResult is the outcome of the latest reload.
@@ -132,6 +140,15 @@ type Server struct {
 	reloads, reloadFailures atomic.Uint64
 	metrics                 *metricsListener
 	metricsH                http.Handler // built by Options.Metrics; nil without
+
+	// stateMu serialises admin state changes and the state file's writes
+	// (taken after mu when both are needed, never before); persisted is
+	// what the file holds (nil: not read yet), saveErr the last write
+	// error logged.
+	stateMu          sync.Mutex
+	persisted        map[stateKey]string
+	saveErr          string
+	resetUnsupported sync.Once
 
 	bg     sync.WaitGroup
 	bgctx  context.Context // parent of every policy's Run; ends at Shutdown
@@ -257,6 +274,8 @@ func (s *Server) Start(ctx context.Context) error {
 	// Hostname backends get an address before the first client arrives;
 	// failures are counted by the health checks, never fatal.
 	resolveAll(ctx, s.services)
+	// The operator's drains and maintenances hold before the first client.
+	s.restoreStates(s.services)
 	bound := make([]*listener, 0, len(s.services))
 	for i, svc := range s.services {
 		l, err := s.startEngine(ctx, svc, svc.config().Protocol, impl, addrs[i], svc.config().Runtime.TCPBacklog)
@@ -276,6 +295,7 @@ func (s *Server) Start(ctx context.Context) error {
 		s.runPolicy(svc)
 		s.watch(bound[i])
 	}
+	s.saveStates(s.services)
 	return nil
 }
 

@@ -41,13 +41,16 @@ func (s *Server) newService(cfg *config.Service) (*service, error) {
 	if err != nil {
 		err = fmt.Errorf("service %s: %w", cfg.Name, err)
 	}
-	po := s.opts.Policy
-	po.Logger = s.log
 	svc := &service{
-		policy:   policy.New(cfg, po),
 		tunables: engine.NewTunableStore(t),
 		draining: make(map[*listener]struct{}),
 	}
+	po := s.opts.Policy
+	po.Logger = s.log
+	po.Reset = func(ctx context.Context, match func(engine.Target) bool, reason engine.CloseReason) int {
+		return s.resetConns(ctx, svc, match, reason)
+	}
+	svc.policy = policy.New(cfg, po)
 	svc.cfg.Store(cfg)
 	return svc, err
 }

@@ -1,6 +1,7 @@
 package control
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,9 +15,17 @@ import (
 	"time"
 )
 
-// ErrNotRunning: nothing listens on the control socket (no file, or a stale
-// one nobody answers on).
-var ErrNotRunning = errors.New("bal is not running")
+// Errors of the client. Test them with errors.Is.
+var (
+	// ErrNotRunning: nothing listens on the control socket (no file, or a
+	// stale one nobody answers on).
+	ErrNotRunning = errors.New("bal is not running")
+	// ErrUnknownBackend: the instance has no such backend, service or route
+	// (404 of POST /backends/state).
+	ErrUnknownBackend = errors.New("unknown backend")
+	// ErrBadRequest: the instance refused the request as malformed (400).
+	ErrBadRequest = errors.New("bad request")
+)
 
 // maxResponse bounds what the client reads (a status with thousands of
 // backends is far below).
@@ -69,10 +78,41 @@ func (c *Client) Metrics(ctx context.Context) ([]byte, error) {
 	return c.do(ctx, http.MethodGet, "/metrics", nil, http.StatusOK)
 }
 
-func (c *Client) do(ctx context.Context, method, path string, into any, ok ...int) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, method, "http://bal"+path, nil)
+// Backends lists every backend of every pool with its admin state.
+func (c *Client) Backends(ctx context.Context) (*BackendList, error) {
+	var l BackendList
+	if _, err := c.do(ctx, http.MethodGet, "/backends", &l, http.StatusOK); err != nil {
+		return nil, err
+	}
+	return &l, nil
+}
+
+// SetBackendState sets a backend's admin state. An unknown backend (or
+// service, or route) wraps ErrUnknownBackend, a request the instance
+// refused ErrBadRequest; both carry the instance's message.
+func (c *Client) SetBackendState(ctx context.Context, req StateRequest) (*BackendList, error) {
+	body, err := json.Marshal(req)
 	if err != nil {
 		return nil, err
+	}
+	var l BackendList
+	if _, err := c.send(ctx, http.MethodPost, "/backends/state", bytes.NewReader(body), &l, http.StatusOK); err != nil {
+		return nil, err
+	}
+	return &l, nil
+}
+
+func (c *Client) do(ctx context.Context, method, path string, into any, ok ...int) ([]byte, error) {
+	return c.send(ctx, method, path, nil, into, ok...)
+}
+
+func (c *Client) send(ctx context.Context, method, path string, reqBody io.Reader, into any, ok ...int) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, method, "http://bal"+path, reqBody)
+	if err != nil {
+		return nil, err
+	}
+	if reqBody != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
@@ -91,6 +131,15 @@ func (c *Client) do(ctx context.Context, method, path string, into any, ok ...in
 		good = good || resp.StatusCode == code
 	}
 	if !good {
+		var ea ErrorAnswer
+		if json.Unmarshal(body, &ea) == nil && ea.Error != "" {
+			switch resp.StatusCode {
+			case http.StatusNotFound:
+				return nil, fmt.Errorf("%w: %s", ErrUnknownBackend, ea.Error)
+			case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
+				return nil, fmt.Errorf("%w: %s", ErrBadRequest, ea.Error)
+			}
+		}
 		return nil, fmt.Errorf("control socket %s: %s %s: %s: %s", c.path, method, path, resp.Status, strings.TrimSpace(firstLine(string(body))))
 	}
 	if into != nil {

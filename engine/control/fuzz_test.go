@@ -3,6 +3,10 @@ package control
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -47,6 +51,57 @@ func FuzzControlRequest(f *testing.F) {
 		}
 		if _, err := fx.client.Status(context.Background()); err != nil {
 			t.Fatalf("status after %q: %v", clip(string(req)), err)
+		}
+	})
+}
+
+// FuzzStateRequest sends arbitrary bodies to POST /backends/state of a real
+// running bal. Every answer is 200, 400, 404 or 413 with a JSON body; only
+// a 200 changes a backend's state, and only for a body ParseStateRequest
+// accepts.
+func FuzzStateRequest(f *testing.F) {
+	fx := newFixture(f, Options{})
+	addr := fx.backend.Addr.String()
+	for _, s := range []string{
+		`{"backend":"` + addr + `","state":"drain"}`,
+		`{"backend":"` + addr + `","state":"maint","close_after_ms":60000}`,
+		`{"backend":"` + addr + `","service":"default","route":"default","state":"ready"}`,
+		`{"backend":"127.0.0.1:1","state":"drain"}`,
+		`{"backend":"` + addr + `","state":"drain","extra":1}`,
+		`{"backend":"` + addr + `","state":"ready","close_after_ms":5}`,
+		`{"backend":"::1:80","state":"maint"}`,
+		`{"backend":"` + addr + `","state":"drain"}{}`,
+		`{"backend":1}`,
+		"\x00",
+		"",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		before := fx.ctl.backendList()
+		rec := httptest.NewRecorder()
+		fx.ctl.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/backends/state", bytes.NewReader(body)))
+		code := rec.Code
+		if !json.Valid(rec.Body.Bytes()) {
+			t.Fatalf("answer %d is not JSON: %q", code, clip(rec.Body.String()))
+		}
+		after := fx.ctl.backendList()
+		_, perr := ParseStateRequest(body)
+		switch code {
+		case http.StatusOK:
+			if perr != nil {
+				t.Fatalf("200 for a body ParseStateRequest rejects (%v): %q", perr, clip(string(body)))
+			}
+			var ans BackendList
+			if err := json.Unmarshal(rec.Body.Bytes(), &ans); err != nil || len(ans.Changed) == 0 {
+				t.Fatalf("200 without changes: %q", clip(rec.Body.String()))
+			}
+		case http.StatusBadRequest, http.StatusNotFound, http.StatusRequestEntityTooLarge:
+			if !reflect.DeepEqual(before, after) {
+				t.Fatalf("answer %d changed the backends: %+v -> %+v", code, before, after)
+			}
+		default:
+			t.Fatalf("answer %d for %q", code, clip(string(body)))
 		}
 	})
 }

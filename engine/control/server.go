@@ -36,6 +36,8 @@ type Daemon interface {
 	Status() server.Status
 	Snapshot() *config.Snapshot
 	ReloadFile(ctx context.Context) (*server.ReloadResult, error)
+	Backends() []server.BackendState
+	SetBackendState(req server.StateRequest) ([]server.StateChange, string, error)
 }
 
 // Options configure a Server. The zero value works.
@@ -127,18 +129,34 @@ func (s *Server) Status() Status {
 	return st
 }
 
-// ServeHTTP routes the three control requests; everything else is 404 (or
-// 405 for a known path with the wrong method).
+// recoverPanic answers 500 and logs when a handler panicked.
+func (s *Server) recoverPanic(w http.ResponseWriter, r *http.Request) {
+	if v := recover(); v != nil {
+		s.log.Error("control: handler panic", "path", r.URL.Path, "panic", v)
+		http.Error(w, "internal error", http.StatusInternalServerError)
+	}
+}
+
+// ServeHTTP routes the control requests (docs/operations.md#control-socket);
+// everything else is 404 (or 405 for a known path with the wrong method).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	defer func() {
-		if v := recover(); v != nil {
-			s.log.Error("control: handler panic", "path", r.URL.Path, "panic", v)
-			http.Error(w, "internal error", http.StatusInternalServerError)
-		}
-	}()
+	defer s.recoverPanic(w, r)
 	w.Header().Set("Cache-Control", "no-store")
+	if r.URL.Path == "/backends/state" {
+		if allow(w, r, http.MethodPost) {
+			s.setBackendState(w, r) // reads up to MaxStateBody itself
+		}
+		return
+	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
 	switch r.URL.Path {
+	case "/":
+		servePage(w, r)
+	case "/backends":
+		if !allow(w, r, http.MethodGet, http.MethodHead) {
+			return
+		}
+		writeJSON(w, http.StatusOK, s.backendList())
 	case "/status":
 		if !allow(w, r, http.MethodGet, http.MethodHead) {
 			return
@@ -163,7 +181,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		s.o.Metrics.ServeHTTP(w, r)
 	default:
-		http.Error(w, "not found: the control socket serves GET /status, POST /reload, GET /metrics", http.StatusNotFound)
+		http.Error(w, "not found: the control socket serves GET /status, POST /reload, GET /metrics, GET /backends, POST /backends/state and GET / (the status page)", http.StatusNotFound)
 	}
 }
 

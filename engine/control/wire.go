@@ -96,6 +96,11 @@ type Service struct {
 	DrainingListeners        int               `json:"draining_listeners"`
 	MaxConcurrentConnections int               `json:"max_concurrent_connections"`
 	AccessLogDropped         uint64            `json:"access_log_dropped"`
+	// ClosedOnDown counts connections reset because a health check took
+	// their backend down (on_backend_down: close); ClosedByAdmin those reset
+	// when the close-after delay of a drain or maint ran out.
+	ClosedOnDown  uint64 `json:"closed_on_down"`
+	ClosedByAdmin uint64 `json:"closed_by_admin"`
 
 	Backends []Backend `json:"backends"` // the default pool, config order; empty when the service has only routes
 	Routes   []Route   `json:"routes"`   // config order
@@ -143,6 +148,11 @@ type Backend struct {
 	FailStreak        uint32     `json:"fail_streak"`    // consecutive failed connects
 	CooldownUntil     *time.Time `json:"cooldown_until"` // null when not in cooldown
 	Addresses         []string   `json:"addresses"`      // resolved addresses tried in order
+	AdminState        string     `json:"admin_state"`    // ready | drain | maint
+	// LastCheckError is the latest active health check's failure,
+	// "reason: detail" (reason check_failed, timeout, refused, dns or
+	// other); null after a success or before any check.
+	LastCheckError *string `json:"last_check_error"`
 }
 
 // Counters are a backend's connect failures by reason since start.
@@ -283,6 +293,8 @@ func serviceFrom(ss server.ServiceStatus) Service {
 		DrainingListeners:        ss.Draining,
 		MaxConcurrentConnections: ss.MaxConnections,
 		AccessLogDropped:         p.AccessLogDropped,
+		ClosedOnDown:             p.ClosedOnDown,
+		ClosedByAdmin:            p.ClosedByAdmin,
 		Backends:                 backendsFrom(p.DefaultBackends()),
 		Routes:                   []Route{},
 	}
@@ -336,6 +348,11 @@ func backendsFrom(bs []policy.BackendStatus) []Backend {
 			FailStreak:        b.Streak,
 			CooldownUntil:     timePtr(b.Cooldown),
 			Addresses:         make([]string, 0, len(b.Addrs)),
+			AdminState:        b.Admin.String(),
+		}
+		if b.CheckError != "" {
+			e := b.CheckError
+			wb.LastCheckError = &e
 		}
 		for _, a := range b.Addrs {
 			wb.Addresses = append(wb.Addresses, a.String())

@@ -9,6 +9,7 @@ import (
 
 	"github.com/bal-lb/bal/engine"
 	"github.com/bal-lb/bal/engine/policy"
+	"github.com/bal-lb/bal/engine/pool"
 	"github.com/bal-lb/bal/engine/protect"
 	"github.com/bal-lb/bal/engine/server"
 )
@@ -148,6 +149,18 @@ func Append(dst []byte, st server.Status, version string) []byte {
 	}
 	backends("bal_backend_up", "gauge", "1 when the backend is reachable (health after the fail/success thresholds), else 0.",
 		func(b *policy.BackendStatus) uint64 { return boolNum(b.Reachable) })
+	e.family("bal_backend_admin_state", "gauge", "1 for the backend's admin state (ready, drain, maint), 0 for the other two.")
+	for _, ss := range svcs {
+		for _, p := range ss.Policy.Pools {
+			for _, b := range p.Backends {
+				ls := labels{"service", ss.Name, "pool", p.Name, "backend", b.Address, "state", ""}
+				for _, a := range pool.AdminStates() {
+					ls[7] = a.String()
+					e.sample("bal_backend_admin_state", ls, boolNum(b.Admin == a))
+				}
+			}
+		}
+	}
 	backends("bal_backend_weight", "gauge", "Configured weight of the backend.",
 		func(b *policy.BackendStatus) uint64 { return uint64(max(b.Weight, 0)) })
 	backends("bal_backend_connections_active", "gauge", "Client connections relayed to the backend now.",

@@ -98,7 +98,9 @@ type statusBackend struct {
 	Checked       bool             `json:"checked"`
 	FailStreak    uint32           `json:"fail_streak"`
 	CooldownUntil *time.Time       `json:"cooldown_until"`
-	Addresses     []string         `json:"addresses"` // resolved addresses, tried in order
+	Addresses     []string         `json:"addresses"`        // resolved addresses, tried in order
+	AdminState    string           `json:"admin_state"`      // ready | drain | maint
+	LastCheckErr  *string          `json:"last_check_error"` // the latest active check's failure; null after a success
 }
 
 // protectionJSON is protection_mode{enabled, reason}.
@@ -184,6 +186,8 @@ func statusFrom(f *found, flagPath string) *statusJSON {
 			FailStreak:    b.FailStreak,
 			CooldownUntil: b.CooldownUntil,
 			Addresses:     b.Addresses,
+			AdminState:    b.AdminState,
+			LastCheckErr:  b.LastCheckError,
 		})
 	}
 	res.Active = &st.ActiveConnections
@@ -412,6 +416,9 @@ func statusReport(res *statusJSON, verbose bool) *report {
 	r.field("daemon", daemon)
 	sum := summarize(st)
 	r.field("backends", fmt.Sprintf("%d/%d reachable", sum.reachable, sum.backends))
+	if out := outOfService(st); out != "" {
+		r.field("admin", out+" (see 'bal backend list')")
+	}
 	r.field("connections", fmt.Sprintf("%d active, %d total", sum.active, sum.total))
 	r.field("protection_mode", sum.protection)
 	if sum.multi {
@@ -526,6 +533,35 @@ func servicesReport(r *report, res *statusJSON, sum summary, verbose bool) {
 	}
 }
 
+// outOfService counts the pool backends an operator took out: "1 drain,
+// 2 maint"; "" when every backend is ready.
+func outOfService(st *control.Status) string {
+	n := map[string]int{}
+	count := func(bs []control.Backend) {
+		for _, b := range bs {
+			if b.AdminState != "" && b.AdminState != "ready" {
+				n[b.AdminState]++
+			}
+		}
+	}
+	if len(st.Services) == 0 {
+		count(st.Backends)
+	}
+	for _, svc := range st.Services {
+		count(svc.Backends)
+		for _, r := range svc.Routes {
+			count(r.Backends)
+		}
+	}
+	var parts []string
+	for _, state := range []string{"drain", "maint"} {
+		if n[state] > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", n[state], state))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
 // backendLine is one backend of the human report.
 func backendLine(b control.Backend) string {
 	line := fmt.Sprintf("%s reachable=%v weight=%d active=%d total=%d last_check=%s counters(timeout=%d, refused=%d, other=%d)",
@@ -534,9 +570,14 @@ func backendLine(b control.Backend) string {
 	if b.CooldownUntil != nil {
 		line += " cooldown_until=" + b.CooldownUntil.Format(time.RFC3339Nano)
 	}
+	if b.AdminState != "" && b.AdminState != "ready" {
+		line += " admin=" + b.AdminState
+	}
+	if b.LastCheckError != nil {
+		line += " last_check_error=" + strconv.Quote(*b.LastCheckError)
+	}
 	return line
 }
-
 
 // countsLine is "a=1 b=0 ..." in the order of names, then any name the
 // daemon sent that this bal does not know.

@@ -42,6 +42,9 @@ type command struct {
 	help    string // what the command does, for bal NAME --help
 	flags   func(fs *pflag.FlagSet)
 	run     func(e *env) int
+	// runArgs, instead of run, runs a command that takes positional words
+	// (a subcommand, its operand): it gets them after the flags are parsed.
+	runArgs func(e *env, args []string) int
 }
 
 // commands is the command table, in the order bal --help lists them.
@@ -53,6 +56,7 @@ func commands() []*command {
 		checkCommand(),
 		doctorCommand(),
 		statusCommand(),
+		backendCommand(),
 	}
 }
 
@@ -93,7 +97,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 // runCommand parses a command's flags (GNU style, before or after
-// positional words) and runs it. No command takes positional arguments.
+// positional words) and runs it. Only a command with runArgs takes
+// positional words.
 func runCommand(e *env, c *command, args []string) int {
 	fs := pflag.NewFlagSet("bal "+c.name, pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -111,6 +116,9 @@ func runCommand(e *env, c *command, args []string) int {
 	if *help {
 		fmt.Fprint(e.stdout, commandHelp(c, fs))
 		return exitOK
+	}
+	if c.runArgs != nil {
+		return c.runArgs(e, fs.Args())
 	}
 	if fs.NArg() > 0 {
 		return usageError(e, "bal "+c.name, fmt.Sprintf("unexpected argument %q", fs.Arg(0)), hint)
@@ -154,7 +162,7 @@ Run 'bal COMMAND --help' (or 'bal help COMMAND') for a command's flags.
 
 Without -c, every command reads $BAL_HOME/config.yaml, then
 /etc/bal/config.yaml. BAL_HOME (default ~/.bal) holds config.yaml, bal.pid,
-bal.sock and bal.log.
+bal.sock, bal.log and state.json.
 
 Flags:
   -h, --help      show this help

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/bal-lb/bal/engine/adminstate"
 	"github.com/bal-lb/bal/engine/config"
 	"github.com/bal-lb/bal/engine/control"
 	"github.com/bal-lb/bal/engine/logfile"
@@ -31,6 +32,8 @@ const (
 	pidFileName = "bal.pid"
 	sockName    = "bal.sock"
 	logFileName = "bal.log"
+	// stateFileName holds the backends' admin states (bal backend drain ...).
+	stateFileName = adminstate.FileName
 )
 
 // loadForStart finds the config for bal start: -c as given (it must exist),
@@ -127,19 +130,25 @@ func (in *instance) run() (int, error) {
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR1)
 	defer signal.Stop(sigs)
 
+	// The status page on metrics_address is the control server's read-only
+	// part; the control server needs the server first, so the listener
+	// reaches it through web, set before Start opens the listener.
+	var web http.Handler
 	srv := server.New(in.snap, server.Options{
-		Engines: selectEngine,
-		Logger:  in.log,
-		Level:   in.level,
-		Metrics: func(status func() server.Status) http.Handler { return metrics.Handler(status, buildVersion()) },
+		Engines:   selectEngine,
+		Logger:    in.log,
+		Level:     in.level,
+		Metrics:   func(status func() server.Status) http.Handler { return metrics.Handler(status, buildVersion()) },
+		Web:       http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { web.ServeHTTP(w, r) }),
+		StatePath: filepath.Join(in.home, stateFileName),
 	})
+	d := &notifyingDaemon{Server: srv}
+	ctl := control.New(d, control.Options{Version: buildVersion(), Logger: in.log, Metrics: srv.MetricsHandler()})
+	web = ctl.WebHandler()
 	if err := srv.Start(context.Background()); err != nil {
 		_ = srv.Close()
 		return exitFail, err
 	}
-
-	d := &notifyingDaemon{Server: srv}
-	ctl := control.New(d, control.Options{Version: buildVersion(), Logger: in.log, Metrics: srv.MetricsHandler()})
 	ln, err := control.Listen(filepath.Join(in.home, sockName), in.log)
 	if err != nil {
 		_ = srv.Close()

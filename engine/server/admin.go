@@ -271,14 +271,18 @@ func (s *Server) statesAfterReload() {
 		}
 		kept[cfg.Name] = m
 	}
-	for k, st := range s.persisted {
-		if _, ok := now[k]; ok || kept[k.service][k.pool+"\x00"+k.key] {
-			continue
+	var dropped []stateKey
+	for k := range s.persisted {
+		if _, ok := now[k]; !ok && !kept[k.service][k.pool+"\x00"+k.key] {
+			dropped = append(dropped, k)
 		}
-		s.log.Info("admin state dropped: the backend is no longer configured in that pool",
-			"service", k.service, "pool", k.pool, "backend", k.key, "state", st)
 	}
-	s.persistLocked(svcs)
+	was := s.persisted
+	s.persistLocked(svcs) // the file first: the log line says it is gone
+	for _, k := range dropped {
+		s.log.Info("admin state dropped: the backend is no longer configured in that pool",
+			"service", k.service, "pool", k.pool, "backend", k.key, "state", was[k])
+	}
 }
 
 // resetConns resets the connections of svc whose backend satisfies match

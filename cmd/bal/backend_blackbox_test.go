@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -401,4 +402,72 @@ func TestBackendBadInput(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &l); err != nil || code != 1 || l.Error == nil || !strings.Contains(*l.Error, "not running") || l.Backends == nil {
 		t.Fatalf("list --json with no bal running: exit %d, %q (%v)", code, out, err)
 	}
+}
+
+// waitEnded waits until c is closed or reset by bal (a read fails), at
+// most within.
+func waitEnded(t *testing.T, c net.Conn, within time.Duration) time.Duration {
+	t.Helper()
+	began := time.Now()
+	_ = c.SetReadDeadline(began.Add(within))
+	_, err := io.Copy(io.Discard, c)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("the connection is still open after %v", within)
+	}
+	return time.Since(began)
+}
+
+// TestBackendResets: `--close-after` resets a drained backend's open
+// connections once the delay runs out, and on_backend_down: close resets
+// the connections of a backend the health checks mark down; the other
+// backends' connections stay, and status counts both.
+func TestBackendResets(t *testing.T) {
+	baltest.ForEngine(t, func(t *testing.T, eng string) {
+		b1 := baltest.NewBackend(t, baltest.NameEcho("b1"))
+		b2 := baltest.NewBackend(t, baltest.NameEcho("b2"))
+		b3 := baltest.NewBackend(t, baltest.NameEcho("b3"))
+		p, _ := startShortDrain(t, baltest.Config{Port: baltest.FreePort(t), Engine: eng,
+			Backends: []string{b1.Addr(), b2.Addr(), b3.Addr()},
+			Runtime:  []string{"health_check_interval_ms: 200", "health_check_fail_threshold: 1"},
+			Extra:    []string{"on_backend_down: close"}})
+		c1, c2, c3 := dialTo(t, p.Addr(), "b1"), dialTo(t, p.Addr(), "b2"), dialTo(t, p.Addr(), "b3")
+		defer c1.Close()
+		defer c2.Close()
+		defer c3.Close()
+
+		began := time.Now()
+		if code, out, errOut := p.Run("backend", "maint", b1.Addr(), "--close-after", "300ms"); code != 0 || !strings.Contains(out, "ready -> maint") {
+			t.Fatalf("maint --close-after: exit %d %q %q", code, out, errOut)
+		}
+		waitEnded(t, c1, 10*time.Second)
+		if after := time.Since(began); after < 300*time.Millisecond {
+			t.Fatalf("the drained backend's connection ended %v after the command, before its 300ms delay", after)
+		}
+		p.WaitLog(0, "connections reset: close-after delay over", map[string]string{"backend": b1.Addr()}, 5*time.Second)
+
+		b2.CloseListener() // its checks are refused; its open connection stays
+		waitEnded(t, c2, 10*time.Second)
+		p.WaitLog(0, "connections reset: backend down", map[string]string{"backend": b2.Addr(), "reason": "refused"}, 5*time.Second)
+
+		_ = c3.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.WriteString(c3, "still here"); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, len("still here"))
+		if _, err := io.ReadFull(c3, buf); err != nil || string(buf) != "still here" {
+			t.Fatalf("b3's connection after the resets: %q %v", buf, err)
+		}
+		st := p.Status()
+		svc := st["services"].([]any)[0].(map[string]any)
+		if svc["closed_by_admin"] != 1.0 || svc["closed_on_down"] != 1.0 {
+			t.Fatalf("status: closed_by_admin %v closed_on_down %v, want 1 and 1", svc["closed_by_admin"], svc["closed_on_down"])
+		}
+		for _, b := range st["backends"].([]any) {
+			bm := b.(map[string]any)
+			if bm["address"] == b2.Addr() && (bm["reachable"] != false || !strings.HasPrefix(fmt.Sprint(bm["last_check_error"]), "refused: ")) {
+				t.Fatalf("b2 in status: %v", bm)
+			}
+		}
+	})
 }

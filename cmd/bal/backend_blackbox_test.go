@@ -168,11 +168,13 @@ func TestBackendDrainUnderLoad(t *testing.T) {
 		if after["b2"] != 0 || after["b1"] == 0 || after["b3"] == 0 {
 			t.Fatalf("connections started after the drain command returned: %v (b2 must get none)", after)
 		}
-		// Backend side: b2 accepted nothing but the long transfer's
-		// connection after the command returned.
-		late, last := drainedLog.since(returned)
-		if late != 0 {
-			t.Fatalf("b2 accepted %d connections after the drain command returned", late)
+		// Backend side: b2's last accept, a figure. A connection bal picked
+		// just before the drain may be accepted (and time-stamped by this
+		// test's goroutine) a moment after the command returned; none may
+		// come a second later (a generous bound for a loaded machine).
+		_, last := drainedLog.since(returned)
+		if late, _ := drainedLog.since(returned.Add(time.Second)); late != 0 {
+			t.Fatalf("b2 accepted %d connections more than 1 s after the drain command returned", late)
 		}
 		select {
 		case err := <-transfer:
@@ -186,8 +188,8 @@ func TestBackendDrainUnderLoad(t *testing.T) {
 		for _, n := range after {
 			total += n
 		}
-		baltest.Record(t, 0, fmt.Sprintf("drain command took %v; b2's last new connection %v before it returned; %d connections after it, 0 to b2, 0 failed of %d; %d MiB transfer byte-exact",
-			returned.Sub(began).Round(time.Millisecond), returned.Sub(last).Round(time.Millisecond), total, len(res), size>>20), true)
+		baltest.Record(t, 0, fmt.Sprintf("drain command took %v; b2's last accept %v after the command began (%v before it returned); %d connections begun after it returned, 0 to b2; 0 failed of %d; %d MiB transfer byte-exact",
+			returned.Sub(began).Round(time.Millisecond), last.Sub(began).Round(time.Millisecond), returned.Sub(last).Round(time.Millisecond), total, len(res), size>>20), true)
 
 		// ready: back into round robin.
 		code, out, errOut = p.Run("backend", "ready", b2.Addr())

@@ -30,6 +30,9 @@ func FuzzCLI(f *testing.F) {
 		"",
 		"check\x00--json\x00--json\x00-c=",
 		"status\x00-h",
+		"backend\x00list\x00--json",
+		"backend\x00drain\x00[::1]:80\x00--close-after\x00-1s",
+		"backend\x00maint\x00::1:80\x00--service\x00web\x00--route",
 	} {
 		f.Add(s)
 	}

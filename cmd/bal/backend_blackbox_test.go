@@ -4,6 +4,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
@@ -355,7 +356,9 @@ func TestBackendBadInput(t *testing.T) {
 	}
 
 	ctl := filepath.Join(p.Home, "bal.sock")
-	hc := &http.Client{Transport: &http.Transport{Dial: func(_, _ string) (net.Conn, error) { return net.Dial("unix", ctl) }}, Timeout: 5 * time.Second}
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", ctl)
+	}}, Timeout: 5 * time.Second}
 	sock := []struct {
 		name string
 		body string

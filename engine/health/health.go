@@ -27,6 +27,14 @@ type Round struct {
 	// addresses, last check time, rise/fall observation), so a server listed
 	// in several pools costs one probe a round.
 	Mirrors [][]*pool.Backend
+	// Probes, when not nil, has one entry per Backends entry: how that
+	// backend is checked (e.g. UDPSendExpect); a nil entry, or no Probes
+	// at all, is a TCP connect.
+	Probes []Prober
+	// Resolve are backends checked passively only (a UDP pool without an
+	// active check): the round resolves their hostnames, as it does for
+	// the backends it probes, and feeds no health outcome.
+	Resolve []*pool.Backend
 	// Logger, when not nil, logs the round's health transitions instead of
 	// Options.Logger (the policy's, with its service name).
 	Logger   *slog.Logger
@@ -56,6 +64,13 @@ type Options struct {
 	Dial     DialFunc         // nil: a net.Dialer
 	Logger   *slog.Logger     // nil: discard
 	Now      func() time.Time // timestamps of checks; nil: time.Now
+}
+
+// Prober checks one address of a backend within ctx; nil means reachable.
+// Round.Probes holds one per probed backend that is not checked with a TCP
+// connect.
+type Prober interface {
+	Probe(ctx context.Context, addr netip.AddrPort) error
 }
 
 // ErrNoAddress: a hostname resolved to no address.
@@ -159,8 +174,9 @@ func (c *Checker) round(ctx context.Context) time.Duration {
 	r := c.src.HealthRound()
 	var wg sync.WaitGroup
 	for i, b := range r.Backends {
-		wg.Go(func() { c.checkOne(ctx, b, r.mirrors(i), r) })
+		wg.Go(func() { c.checkOne(ctx, b, i, r) })
 	}
+	c.resolvePassive(ctx, &wg, r, false)
 	wg.Wait()
 	if ctx.Err() == nil {
 		c.lastRound.Store(c.now().UnixNano())
@@ -177,8 +193,39 @@ func (r *Round) mirrors(i int) []*pool.Backend {
 	return nil
 }
 
-func (c *Checker) checkOne(ctx context.Context, b *pool.Backend, mirrors []*pool.Backend, r Round) {
-	err := c.Check(ctx, b, r.Timeout)
+// probe returns how Backends[i] is checked (nil: a TCP connect).
+func (r *Round) probe(i int) Prober {
+	if i < len(r.Probes) {
+		return r.Probes[i]
+	}
+	return nil
+}
+
+// resolvePassive resolves, on wg, the hostnames of r's passively checked
+// backends, each within the round's timeout (only those without addresses
+// when missing is set).
+func (c *Checker) resolvePassive(ctx context.Context, wg *sync.WaitGroup, r Round, missing bool) {
+	timeout := r.Timeout
+	if timeout <= 0 {
+		timeout = time.Second
+	}
+	for _, b := range r.Resolve {
+		if !b.NeedsResolve() || (missing && len(b.Addrs()) > 0) {
+			continue
+		}
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
+			if _, err := c.resolve(ctx, b); err != nil && ctx.Err() == nil {
+				c.log.Debug("resolving a passively checked backend failed", slog.String("backend", b.Name()), slog.Any("error", err))
+			}
+		})
+	}
+}
+
+func (c *Checker) checkOne(ctx context.Context, b *pool.Backend, i int, r Round) {
+	mirrors := r.mirrors(i)
+	err := c.CheckWith(ctx, b, r.Timeout, r.probe(i))
 	if ctx.Err() != nil {
 		return // shutting down: the outcome says nothing about the backend
 	}
@@ -216,6 +263,12 @@ func copyAddrs(dst, src *pool.Backend) {
 // all within timeout; the connection is closed at once. It returns nil when
 // a connect succeeded. It records nothing else.
 func (c *Checker) Check(ctx context.Context, b *pool.Backend, timeout time.Duration) error {
+	return c.CheckWith(ctx, b, timeout, nil)
+}
+
+// CheckWith is Check with probe checking each address instead of a TCP
+// connect (nil: a TCP connect).
+func (c *Checker) CheckWith(ctx context.Context, b *pool.Backend, timeout time.Duration, probe Prober) error {
 	if timeout <= 0 {
 		timeout = time.Second
 	}
@@ -234,10 +287,17 @@ func (c *Checker) Check(ctx context.Context, b *pool.Backend, timeout time.Durat
 	var errs []error
 	for i, a := range addrs {
 		dctx, dcancel := partial(ctx, len(addrs)-i)
-		conn, err := c.dial(dctx, "tcp", a.String())
+		var err error
+		if probe != nil {
+			err = probe.Probe(dctx, a)
+		} else {
+			var conn net.Conn
+			if conn, err = c.dial(dctx, "tcp", a.String()); err == nil {
+				conn.Close()
+			}
+		}
 		dcancel()
 		if err == nil {
-			conn.Close()
 			return nil
 		}
 		errs = append(errs, err)
@@ -289,6 +349,7 @@ func (c *Checker) Resolve(ctx context.Context) error {
 	}
 	errs := make([]error, len(r.Backends))
 	var wg sync.WaitGroup
+	c.resolvePassive(ctx, &wg, r, true)
 	for i, b := range r.Backends {
 		if !b.NeedsResolve() || len(b.Addrs()) > 0 {
 			continue

@@ -23,6 +23,10 @@ type poolState struct {
 	pool   *pool.Pool
 	bal    balance.Balancer
 	hashed bool // the method uses the client hash
+	// passive: a UDP pool without an active check. Its backends are
+	// judged by their flows only, so one marked down is still picked once
+	// its cooldown ends (the flow that follows is its probe).
+	passive bool
 	// matched counts the connections routed to a route's pool; it carries
 	// over reloads that keep the route (by name). Nil for the default pool
 	// (its count is derived: see Policy.toRoutes).
@@ -59,7 +63,8 @@ func (st *state) buildPools(svc *config.Service, prev *state) []change {
 		if prev != nil {
 			old = prev.pool(c.Name)
 		}
-		ps := &poolState{name: c.Name, route: c.Route, method: c.Method, check: c.HealthCheck, hashed: c.Method == config.SourceHash}
+		ps := &poolState{name: c.Name, route: c.Route, method: c.Method, check: c.HealthCheck, hashed: c.Method == config.SourceHash,
+			passive: svc.Protocol == config.UDP && c.HealthCheck.Type == ""}
 		var oldPool *pool.Pool
 		if old != nil {
 			oldPool = old.pool
@@ -129,7 +134,9 @@ func (st *state) pool(name string) *poolState {
 // healthRound lists every server of st's pools once per way it is checked:
 // the first pool holding it probes it, the others mirror the outcome. The
 // pools of a UDP service without a health_check type are checked passively
-// only (by the flows' outcomes), so they are left out.
+// only (by the flows' outcomes): they are not probed, only their hostnames
+// resolved. A UDP pool's send_expect check is a datagram
+// (health.UDPSendExpect).
 func healthRound(st *state) health.Round {
 	rt := st.svc.Runtime
 	r := health.Round{
@@ -140,10 +147,16 @@ func healthRound(st *state) health.Round {
 		Logger:   st.log,
 	}
 	index := map[string]int{}
-	shared := false
+	shared, probed := false, false
 	for _, ps := range st.pools {
-		if st.svc.Protocol == config.UDP && ps.check.Type == "" {
-			continue // passive checks only
+		if ps.passive {
+			r.Resolve = append(r.Resolve, ps.pool.Backends()...)
+			continue
+		}
+		var probe health.Prober
+		if st.udp {
+			probe = health.UDPSendExpect{Send: ps.check.Send, Expect: ps.check.Expect, Port: ps.check.Port}
+			probed = true
 		}
 		check := checkKey(&ps.check)
 		for _, b := range ps.pool.Backends() {
@@ -158,10 +171,14 @@ func healthRound(st *state) health.Round {
 			}
 			index[k] = len(r.Backends)
 			r.Backends = append(r.Backends, b)
+			r.Probes = append(r.Probes, probe)
 		}
 	}
 	if !shared {
 		r.Mirrors = nil
+	}
+	if !probed {
+		r.Probes = nil
 	}
 	return r
 }

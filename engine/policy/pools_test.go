@@ -2,6 +2,7 @@ package policy
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"slices"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/bal-lb/bal/engine"
 	"github.com/bal-lb/bal/engine/config"
+	"github.com/bal-lb/bal/engine/health"
 )
 
 // twoPools: route "lan" (clients from 10.0.0.0/8) over A and B, the
@@ -311,13 +313,28 @@ func netipAP(last byte, port uint16) string {
 }
 
 // TestUDPPassiveOnlyNotProbed: a UDP pool without a health_check type is
-// not in the health round; one with a type is.
+// not probed, only resolved; one with a type is probed with a datagram.
 func TestUDPPassiveOnlyNotProbed(t *testing.T) {
-	s := routed([]config.Route{rt("probed", config.Match{Source: prefixes("10.0.0.0/8")}, A)}, be("127.0.0.1", 9002, 1))
+	r := rt("probed", config.Match{Source: prefixes("10.0.0.0/8")}, A)
+	r.HealthCheck = config.HealthCheck{Type: config.CheckSendExpect, Send: []byte("ping"), Expect: []byte("pong"), Port: 5353}
+	s := routed([]config.Route{r}, be("127.0.0.1", 9002, 1))
 	s.Protocol = config.UDP
 	s.HealthCheck = config.HealthCheck{}
 	p := New(s, Options{})
-	if r := p.HealthRound(); len(r.Backends) != 1 || r.Backends[0].Name() != A {
-		t.Fatalf("round %v, want the probed route's A only", r.Backends)
+	round := p.HealthRound()
+	if len(round.Backends) != 1 || round.Backends[0].Name() != A {
+		t.Fatalf("round %v, want the probed route's A only", round.Backends)
+	}
+	want := health.UDPSendExpect{Send: []byte("ping"), Expect: []byte("pong"), Port: 5353}
+	if len(round.Probes) != 1 || fmt.Sprint(round.Probes[0]) != fmt.Sprint(want) {
+		t.Fatalf("probes %v, want %v", round.Probes, want)
+	}
+	if len(round.Resolve) != 1 || round.Resolve[0].Name() != "127.0.0.1:9002" {
+		t.Fatalf("resolved passively %v, want the default pool's backend", round.Resolve)
+	}
+	// A TCP service's round has neither.
+	s.Protocol = config.TCP
+	if round := New(s, Options{}).HealthRound(); round.Probes != nil || round.Resolve != nil {
+		t.Fatalf("TCP round with probes %v, passive %v", round.Probes, round.Resolve)
 	}
 }

@@ -93,7 +93,6 @@ func newCheckService(v *config.Service) checkService {
 	return cs
 }
 
-
 func runCheck(e *env, o *checkOptions) int {
 	res := check(o.config, o.strict)
 	switch {

@@ -14,7 +14,9 @@ import (
 // For every datagram from a client that has no flow the engine builds a
 // ConnInfo and calls Admit; a refused datagram is dropped and the policy
 // counts it (so refusals are counted per datagram), and the client's next
-// datagram asks again. An admitted flow gets Pick and DialResult like a TCP
+// datagram asks again (a policy keeps nothing of a ConnInfo it refused:
+// engines reuse it for the next datagram). An admitted flow gets Pick and
+// DialResult like a TCP
 // connection (a UDP connect only fails locally); the flow's socket is
 // connected to its backend, so only that backend's address:port can reply.
 // An ICMP port unreachable on that socket is reported with DialResult as a

@@ -48,6 +48,7 @@ type udpEngine struct {
 	pktinfo bool
 	base    time.Time // origin of the flows' monotonic timestamps
 	nextID  atomic.Uint64
+	scratch engine.ConnInfo // the read loop's, for datagrams that may be refused
 
 	mu       sync.Mutex
 	flows    map[netip.AddrPort]*flow // by the client's address as read
@@ -247,7 +248,6 @@ func (e *udpEngine) open(from netip.AddrPort, oob []byte) *flow {
 			local = netip.AddrPortFrom(dst.Unmap(), e.addr.Port())
 		}
 	}
-	ci := &engine.ConnInfo{ID: e.nextID.Add(1), Client: client, Peer: client, Local: local, Accepted: now}
 	e.mu.Lock()
 	draining := e.draining
 	e.mu.Unlock()
@@ -255,15 +255,23 @@ func (e *udpEngine) open(from netip.AddrPort, oob []byte) *flow {
 		e.drop(engine.DropDraining)
 		return nil
 	}
+	// A refused datagram costs no allocation: the policy keeps nothing of
+	// a ConnInfo it refused, so the read loop's scratch one serves until
+	// Admit says yes.
+	ask := &e.scratch
+	*ask = engine.ConnInfo{ID: e.nextID.Add(1), Client: client, Peer: client, Local: local, Accepted: now}
 	if !e.room.admit(now) {
 		// No descriptor for the flow's socket without eating the reserve
 		// the rest of bal needs: refused like a flow over the limit.
-		e.policy.Refused(ci, engine.RejectLimit)
+		e.policy.Refused(ask, engine.RejectLimit)
 		return nil
 	}
-	if !e.policy.Admit(ci) {
+	if !e.policy.Admit(ask) {
 		return nil
 	}
+	ci := new(engine.ConnInfo)
+	*ci = *ask
+	*ask = engine.ConnInfo{}
 	timeout := e.opts.Tunables.Load().UDPIdleTimeout
 	var conn *net.UDPConn
 	for attempt := 0; ; attempt++ {

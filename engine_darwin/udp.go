@@ -234,6 +234,7 @@ func (e *udpEngine) dispatch(b []byte, from netip.AddrPort, oob []byte) {
 			return
 		}
 	}
+	e.drop(engine.DropSendError) // its flow ended under it twice (a new one included)
 }
 
 // open admits a new flow from the client from, picks its backend and

@@ -183,6 +183,7 @@ func (f *flow) run() {
 		}
 		f.sendErr = nil
 	}
+	f.end(engine.CloseError, nil) // nothing closes a socket but end: a no-op, unless the runtime failed the read
 	<-f.closed
 	e.forget(f)
 	e.stats.active.Add(^uint64(0))

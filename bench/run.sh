@@ -13,7 +13,8 @@ cd "$ROOT"
 export PATH=$PATH:/usr/sbin:/sbin
 
 ALL_TARGETS=direct,bal-gnet,bal-std,haproxy,haproxy-splice,nginx
-ALL_WORKLOADS=ka64,ka256,close,bulk,idle,startup
+ALL_WORKLOADS=ka64,ka256,close,bulk,idle,startup,dns
+DNS_TARGETS=direct,bal-gnet,bal-std,nginx # HAProxy has no UDP
 TARGETS=$ALL_TARGETS
 WORKLOADS=$ALL_WORKLOADS
 DURATION=6     # seconds of measurement per wrk run
@@ -52,7 +53,8 @@ splice-auto), nginx (stream, round robin). Ratios need direct and haproxy in
 the run. Workloads: ka64, ka256 (keep-alive, 128-byte responses, wrk -c64 or
 -c256), close (a new connection per request), bulk (10 MiB responses, wrk
 -c8), idle (RSS and fds per idle proxied connection), startup (spawn to first
-response). Environment: BAL (default bin/bal, built when missing),
+response), dns (UDP: bench/dnsload, 16 sockets x 8 queries outstanding, to two
+dnsmasq resolvers; targets direct, bal-gnet, bal-std, nginx). Environment: BAL (default bin/bal, built when missing),
 BAL_GOMAXPROCS (default 1; bal stays pinned to one CPU), KEEP_WORK=1 keeps
 bench/.work/run.* after a successful run.
 EOF
@@ -226,6 +228,7 @@ ensure_tools() {
 	command -v taskset >/dev/null || pkgs+=(util-linux)
 	command -v go >/dev/null || die "needs Go (go.mod's version) on PATH"
 	if ((${#pkgs[@]} > 0)); then apt_install "${pkgs[@]}"; fi
+	if [[ ",$WORKLOADS," == *,dns,* ]] && ! command -v dnsmasq >/dev/null; then apt_install dnsmasq-base; fi
 	if ! nginx_stream_line >/dev/null; then apt_install libnginx-mod-stream; fi
 	NGINX_STREAM=$(nginx_stream_line) || die "nginx has no stream module (nginx -V)"
 }
@@ -237,18 +240,18 @@ build() {
 		go build -trimpath -o "$BAL" ./cmd/bal
 	fi
 	local t
-	for t in idleconns startup report; do go build -o "$WORK/bin/$t" "./bench/$t"; done
+	for t in idleconns startup report dnsload; do go build -o "$WORK/bin/$t" "./bench/$t"; done
 }
 
-# free_port: a TCP port on 127.0.0.1 that nothing listens on, outside the
-# ephemeral range; never one handed out before in this run.
+# free_port: a port on 127.0.0.1 that nothing uses over TCP or UDP, outside
+# the ephemeral range; never one handed out before in this run.
 USED_PORTS=" "
 free_port() {
 	local p
 	while :; do
 		p=$((20000 + RANDOM % 10000))
 		[[ $USED_PORTS == *" $p "* ]] && continue
-		if [[ -z $(ss -Htln "sport = :$p") ]]; then
+		if [[ -z $(ss -Htuln "sport = :$p") ]]; then
 			USED_PORTS+="$p "
 			echo "$p"
 			return
@@ -372,15 +375,70 @@ EOF
 	esac
 }
 
-# proxy_cmd TARGET: the command line that runs the target's proxy pinned to
-# PROXY_CPU, in CMD. bal runs with GOMAXPROCS=$BAL_PROCS (1: one gnet event
-# loop and one data loop).
-proxy_cmd() {
-	local t=$1 d=$WORK/$1
+# write_dns_target TARGET PORT: the target's UDP config for the dns
+# workload, under $WORK/TARGET (bal: dns.yaml, nginx: dns.conf).
+write_dns_target() {
+	local t=$1 port=$2 d=$WORK/$1
+	mkdir -p "$d"
 	case $t in
-	bal-gnet | bal-std) CMD=(env BAL_HOME="$d" GOMAXPROCS="$BAL_PROCS" taskset -c "$PROXY_CPU" "$BAL" start -c "$d/config.yaml") ;;
+	bal-gnet | bal-std)
+		cat >"$d/dns.yaml" <<EOF
+mode: "advanced"
+log_level: "warn"
+runtime:
+  engine: "${t#bal-}"
+  drain_timeout_ms: 0
+services:
+  - name: "dns"
+    protocol: "udp"
+    bind_address: "127.0.0.1"
+    port: $port
+    method: "round_robin"
+    runtime:
+      udp_idle_timeout_ms: 30000
+      max_udp_flows: 8000
+    backends:
+      - {host: "127.0.0.1", port: $D1}
+      - {host: "127.0.0.1", port: $D2}
+EOF
+		;;
+	nginx)
+		cat >"$d/dns.conf" <<EOF
+$NGINX_STREAM
+daemon off;
+master_process on;
+worker_processes 1;
+worker_rlimit_nofile 20000;
+pid $d/nginx-dns.pid;
+error_log $d/error.log warn;
+events { worker_connections 16000; }
+stream {
+    upstream dns {
+        server 127.0.0.1:$D1;
+        server 127.0.0.1:$D2;
+    }
+    server {
+        listen 127.0.0.1:$port udp;
+        proxy_pass dns;
+        proxy_timeout 30s;
+    }
+}
+EOF
+		;;
+	esac
+}
+
+# proxy_cmd TARGET [WORKLOAD]: the command line that runs the target's
+# proxy pinned to PROXY_CPU, in CMD (with the dns workload's UDP config for
+# dns). bal runs with GOMAXPROCS=$BAL_PROCS (1: one gnet event loop and one
+# data loop).
+proxy_cmd() {
+	local t=$1 d=$WORK/$1 bal_cfg=config.yaml nginx_cfg=nginx.conf
+	if [[ ${2:-} == dns ]]; then bal_cfg=dns.yaml nginx_cfg=dns.conf; fi
+	case $t in
+	bal-gnet | bal-std) CMD=(env BAL_HOME="$d" GOMAXPROCS="$BAL_PROCS" taskset -c "$PROXY_CPU" "$BAL" start -c "$d/$bal_cfg") ;;
 	haproxy | haproxy-splice) CMD=(taskset -c "$PROXY_CPU" haproxy -db -f "$d/haproxy.cfg") ;;
-	nginx) CMD=(taskset -c "$PROXY_CPU" nginx -p "$d" -c "$d/nginx.conf" -e "$d/error.log") ;;
+	nginx) CMD=(taskset -c "$PROXY_CPU" nginx -p "$d" -c "$d/$nginx_cfg" -e "$d/error.log") ;;
 	esac
 }
 
@@ -556,6 +614,86 @@ run_wrk() {
 	emit "$rep" "$w" "$t" foreign_pct "$(calc "$foreign < 0 ? 0 : $foreign")"
 }
 
+# run_dns REP TARGET: the dns workload: bench/dnsload (16 sockets, 8
+# queries outstanding on each) through the target, or straight to the first
+# resolver for direct.
+run_dns() {
+	local rep=$1 t=$2 addr out=$WORK/dns.out
+	local p0 p1 b0 b1 g0 g1 c0 c1 t0 t1 proxy=0 backend load_t elapsed
+	PROXY_TREE=""
+	if [[ $t == direct ]]; then
+		addr=127.0.0.1:$D1
+	else
+		addr=127.0.0.1:${DNS_PORT[$t]}
+		proxy_cmd "$t" dns
+		spawn "$WORK/$t/dns.log" "${CMD[@]}"
+		PROXY_PID=$SPAWNED
+		if ! run_to /dev/null "$WORK/bin/dnsload" -addr "$addr" -wait -timeout 10s; then
+			say "no DNS answer through $t; last lines of its log:"
+			tail -n 20 "$WORK/$t/dns.log" >&2 || true
+			stop_tree "$PROXY_PID"
+			na "$rep" dns "$t" qps
+			return 0
+		fi
+		PROXY_TREE=$(proc_tree "$PROXY_PID")
+	fi
+	local load=(taskset -c "$LOAD_CPU" env GOMAXPROCS=1 "$WORK/bin/dnsload" -addr "$addr" -c 16 -q 8 -warmup 0s)
+	if ((WARMUP > 0)); then run_to /dev/null "${load[@]}" -d "${WARMUP}s" || true; fi
+	# shellcheck disable=SC2086 # PROXY_TREE and DNS_TREE are PID lists
+	{
+		p0=$(ticks $PROXY_TREE)
+		b0=$(ticks $DNS_TREE)
+		g0=$(busy_ticks)
+		child_ticks >"$WORK/c0"
+		t0=$(now_ns)
+	}
+	if ! run_to "$out" "${load[@]}" -d "${DURATION}s" || ! grep -q '^BENCH ' "$out"; then
+		say "dnsload failed: $t"
+		[[ $t == direct ]] || stop_tree "$PROXY_PID"
+		na "$rep" dns "$t" qps
+		return 0
+	fi
+	# shellcheck disable=SC2086
+	{
+		t1=$(now_ns)
+		child_ticks >"$WORK/c1"
+		g1=$(busy_ticks)
+		b1=$(ticks $DNS_TREE)
+		p1=$(ticks $PROXY_TREE)
+	}
+	[[ $t == direct ]] || stop_tree "$PROXY_PID"
+	c0=$(<"$WORK/c0")
+	c1=$(<"$WORK/c1")
+	local answered lost bad p99 queries
+	queries=$(field queries "$out")
+	answered=$(field answered "$out")
+	lost=$(field lost "$out")
+	bad=$(field bad "$out")
+	p99=$(field p99_us "$out")
+	if ((lost + bad > 0)); then
+		say "note: dns $t: $lost lost, $bad bad answers of $queries queries"
+		echo "rep $rep dns $t: $lost lost, $bad bad answers of $queries queries" >>"$WORK/errors.txt"
+	fi
+	if ((answered == 0)); then
+		na "$rep" dns "$t" qps
+		return 0
+	fi
+	elapsed=$(calc "($t1 - $t0) / 1e9")
+	proxy=$((p1 - p0))
+	backend=$((b1 - b0))
+	load_t=$((c1 - c0))
+	emit "$rep" dns "$t" qps "$(field qps "$out")"
+	emit "$rep" dns "$t" p99_ms "$(calc "$p99 / 1000")"
+	emit "$rep" dns "$t" lost_pct "$(calc "100 * $lost / $queries")"
+	if [[ $t != direct ]]; then
+		emit "$rep" dns "$t" cpu_us_req "$(calc "($proxy / $CLK_TCK) * 1e6 / $answered")"
+		emit "$rep" dns "$t" cpu_pct "$(calc "100 * ($proxy / $CLK_TCK) / $elapsed")"
+	fi
+	local foreign
+	foreign=$(calc "100 * (($g1 - $g0) - $proxy - $backend - $load_t) / ($CLK_TCK * $NCPU * $elapsed)")
+	emit "$rep" dns "$t" foreign_pct "$(calc "$foreign < 0 ? 0 : $foreign")"
+}
+
 run_idle() {
 	local rep=$1 t=$2 out=$WORK/idle.out rc=0
 	start_proxy "$t" || { na "$rep" idle "$t" b_per_conn; return 0; }
@@ -605,11 +743,21 @@ build
 
 B1=$(free_port)
 B2=$(free_port)
-declare -A PORT
+declare -A PORT DNS_PORT
+DNS=0
+[[ ",$WORKLOADS," == *,dns,* ]] && DNS=1
+if ((DNS)); then
+	D1=$(free_port)
+	D2=$(free_port)
+fi
 for t in ${TARGETS//,/ }; do
 	[[ $t == direct ]] && continue
 	PORT[$t]=$(free_port)
 	write_target "$t" "${PORT[$t]}"
+	if ((DNS)) && [[ ",$DNS_TARGETS," == *,$t,* ]]; then
+		DNS_PORT[$t]=$(free_port)
+		write_dns_target "$t" "${DNS_PORT[$t]}"
+	fi
 done
 write_backend
 spawn "$WORK/backend/run.log" taskset -c "$LOAD_CPU" nginx -p "$WORK/backend" -c "$WORK/backend/nginx.conf" -e "$WORK/backend/logs/error.log"
@@ -619,12 +767,31 @@ for b in "$B1" "$B2"; do
 done
 BACKEND_TREE=$(proc_tree "$BACKEND_PID")
 say "backends 127.0.0.1:$B1 and :$B2 (nginx PID $BACKEND_PID); work dir $WORK"
+# The dns workload's resolvers: two dnsmasq answering test.example from
+# their configuration only, pinned with the load.
+DNS_TREE=""
+if ((DNS)); then
+	for d in "$D1" "$D2"; do
+		spawn "$WORK/dnsmasq-$d.log" taskset -c "$LOAD_CPU" dnsmasq --no-daemon --conf-file=/dev/null --pid-file= --user=root \
+			--port="$d" --listen-address=127.0.0.1 --bind-interfaces --no-resolv --no-hosts --address=/test.example/127.0.0.11
+		DNS_TREE+="$SPAWNED "
+		run_to /dev/null "$WORK/bin/dnsload" -addr "127.0.0.1:$d" -wait -timeout 10s || die "dnsmasq on :$d did not answer"
+	done
+	say "resolvers 127.0.0.1:$D1 and :$D2 (dnsmasq PIDs $DNS_TREE)"
+fi
+
+# skip WORKLOAD TARGET: the target does not run the workload.
+skip() {
+	[[ $2 == direct && ($1 == idle || $1 == startup) ]] && return 0
+	[[ $1 == dns && ",$DNS_TARGETS," != *,$2,* ]] && return 0
+	return 1
+}
 
 # Count the runs for the progress line.
 total=0
 for w in ${WORKLOADS//,/ }; do
 	for t in ${TARGETS//,/ }; do
-		[[ $t == direct && ($w == idle || $w == startup) ]] && continue
+		skip "$w" "$t" && continue
 		total=$((total + 1))
 	done
 done
@@ -634,19 +801,21 @@ i=0
 for ((rep = 1; rep <= REPS; rep++)); do
 	for w in ${WORKLOADS//,/ }; do
 		for t in ${TARGETS//,/ }; do
-			[[ $t == direct && ($w == idle || $w == startup) ]] && continue
+			skip "$w" "$t" && continue
 			i=$((i + 1))
 			say "run $i/$total: repetition $rep of $REPS, $w, $t"
 			wait_quiet
 			case $w in
 			idle) run_idle "$rep" "$t" ;;
 			startup) run_startup "$rep" "$t" ;;
+			dns) run_dns "$rep" "$t" ;;
 			*) run_wrk "$rep" "$w" "$t" ;;
 			esac
 		done
 	done
 done
 stop_tree "$BACKEND_PID"
+for p in $DNS_TREE; do stop_tree "$p"; done
 
 # ---------------------------------------------------------------- results
 DATE=$(date +%Y-%m-%d)
@@ -665,6 +834,9 @@ MINUTES=$(awk -v ns="$(($(now_ns) - START_NS))" 'BEGIN { printf "%.1f", ns / 6e1
 	echo "- Software: $("$BAL" --version 2>&1 | head -n 1), $(haproxy -v 2>&1 | head -n 1 | cut -d' ' -f1-3), $(nginx -v 2>&1 | sed 's/.*: //'), $(wrk -v 2>&1 | head -n 1 | cut -d' ' -f1-2), $(go version | cut -d' ' -f3)."
 	echo "- Run: \`bench/run.sh -t $TARGETS -w $WORKLOADS -d $DURATION -W $WARMUP -r $REPS -n $IDLE_N -s $STARTS -q $QUIET\`, $MINUTES min; $NOISY of $total runs started without a quiet machine (other load ≥ 15 % after waiting $QUIET s); load average $LOAD_START at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end."
 	echo "- Method: loopback; wrk -t1 and the backend nginx (1 worker, two ports: the two backends) pinned to CPU $LOAD_CPU, the proxy pinned to CPU $PROXY_CPU (bal with GOMAXPROCS=$BAL_PROCS, i.e. $BAL_PROCS gnet event loop(s); HAProxy nbthread 1; nginx 1 worker). Each proxy balances round robin over both backends; direct is wrk straight to one backend. Targets interleaved within each workload and repetition, each proxy started fresh per run; ${WARMUP} s warm-up then ${DURATION} s measured. Proxy CPU is utime+stime from /proc/<pid>/stat of the proxy and its children. Ratios are taken within one repetition, then the median. Idle: $IDLE_N connections, one request each, held; (RSS, fds after) − (after a 200-connection warm-up). Start-up: spawn to first proxied 200 answer, median of $STARTS spawns."
+	if ((DNS)); then
+		echo "- DNS (UDP): bench/dnsload (16 sockets, 8 queries outstanding each, GOMAXPROCS=1) and two dnsmasq resolvers on CPU $LOAD_CPU; bal with a protocol: udp service, nginx stream with listen udp and one worker; direct asks the first resolver. HAProxy has no UDP: the dns ratios are against nginx. bal-gnet runs UDP services on the portable engine's UDP relay until the Linux engine has UDP loops."
+	fi
 	echo
 	cat "$WORK/tables.md"
 	if [[ -s $WORK/errors.txt ]]; then

@@ -289,6 +289,12 @@ type Stats struct {
 	Active   uint64 // connections open now (connecting or relaying)
 	BytesIn  uint64 // client→backend bytes relayed
 	BytesOut uint64 // backend→client bytes relayed
+
+	// UDP engines only (Accepted and Active count flows there):
+	// datagrams relayed each way, and the datagrams the engine dropped on
+	// its own, by DropReason (the policy counts refused flows' datagrams).
+	DatagramsIn, DatagramsOut uint64
+	Dropped                   DropCounts
 }
 
 // Engine accepts client connections on one address and relays each to a

@@ -22,6 +22,8 @@ func Cost() limits.Cost { return limits.Cost{PerConn: pairFDs} }
 // refreshEvery while far from the limit, and at every admission once the
 // room left is small.
 type fdRoom struct {
+	// cost is what one admission holds; zero means Cost() (a TCP pair).
+	cost   limits.Cost
 	mu     sync.Mutex
 	limit  int64 // RLIMIT_NOFILE (soft); 0 = unknown: always room
 	open   int64 // open descriptors at the last read
@@ -35,7 +37,10 @@ const refreshEvery = 100 * time.Millisecond
 func (r *fdRoom) admit(now time.Time) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	c := Cost()
+	c := r.cost
+	if c.PerConn == 0 {
+		c = Cost()
+	}
 	per := int64(c.PerConn)
 	// Within four reserves of the limit, the count is re-read every time.
 	near := !c.Room(r.limit, r.open+3*c.Reserve(r.limit), (r.since+1)*per)

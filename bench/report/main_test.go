@@ -221,3 +221,43 @@ func TestGnuplotWithoutReferences(t *testing.T) {
 		t.Fatalf("plotted without a reference target:\n%s", b.String())
 	}
 }
+
+// TestNginxReference: the dns workload, which HAProxy does not run, gets
+// ratios against nginx and its goals; workloads HAProxy ran do not.
+func TestNginxReference(t *testing.T) {
+	d := mustParse(t, `rep,workload,target,metric,value
+1,ka64,haproxy,rps,90
+1,ka64,nginx,rps,80
+1,ka64,bal-gnet,rps,99
+1,dns,direct,qps,300000
+1,dns,nginx,qps,100000
+1,dns,bal-gnet,qps,150000
+1,dns,bal-std,qps,120000
+1,dns,nginx,p99_ms,2
+1,dns,bal-gnet,p99_ms,1
+1,dns,bal-std,p99_ms,1.5
+`)
+	var b strings.Builder
+	if err := d.writeMarkdown(&b); err != nil {
+		t.Fatal(err)
+	}
+	md := b.String()
+	_, nginxPart, ok := strings.Cut(md, "**× nginx**")
+	if !ok {
+		t.Fatalf("no × nginx table:\n%s", md)
+	}
+	nginxPart, _, _ = strings.Cut(nginxPart, "**Goals**")
+	for _, want := range []string{"| dns | queries/s (UDP) | 3.00 | 1.50 | 1.20 |", "| dns | p99 latency ms | – | 0.50 | 0.75 |"} {
+		if !strings.Contains(nginxPart, want) {
+			t.Errorf("× nginx table lacks %q:\n%s", want, nginxPart)
+		}
+	}
+	if strings.Contains(nginxPart, "| ka64 |") {
+		t.Errorf("× nginx table has a workload HAProxy ran:\n%s", nginxPart)
+	}
+	for _, want := range []string{"| engine | dns: queries/s ≥ 1.2× nginx | 1.50× | met | 1.20× |", "| engine | dns: p99 < nginx's | 0.50× | met | 0.75× |"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("goals lack %q:\n%s", want, md)
+		}
+	}
+}

@@ -276,13 +276,15 @@ type summary struct {
 }
 
 // multiService reports whether st needs the services view: more than one
-// service, or one that is not the plain service of the single-service form.
+// service, or one that is not the plain TCP service of the single-service
+// form (a UDP service is shown with its flows).
 func multiService(st *control.Status) bool {
 	switch len(st.Services) {
 	case 0:
 		return false
 	case 1:
-		return st.Services[0].Name != config.DefaultServiceName || len(st.Services[0].Routes) > 0
+		s := st.Services[0]
+		return s.Name != config.DefaultServiceName || len(s.Routes) > 0 || s.Protocol == string(config.UDP)
 	}
 	return true
 }
@@ -493,15 +495,27 @@ func servicesReport(r *report, res *statusJSON, sum summary, verbose bool) {
 		for _, p := range pools(svc) {
 			up, n = up+reachableOf(p.backends), n+len(p.backends)
 		}
-		r.item(fmt.Sprintf("%s %s %s: %d/%d backends reachable, %d active, %d total, protection %s",
+		counts := fmt.Sprintf("%d active, %d total", svc.ActiveConnections, svc.TotalConnections)
+		if svc.ActiveFlows != nil && svc.TotalFlows != nil {
+			counts = fmt.Sprintf("%d active flows, %d total flows", *svc.ActiveFlows, *svc.TotalFlows)
+		}
+		r.item(fmt.Sprintf("%s %s %s: %d/%d backends reachable, %s, protection %s",
 			svc.Name, svc.Protocol, net.JoinHostPort(svc.BindAddress, strconv.Itoa(svc.Port)), up, n,
-			svc.ActiveConnections, svc.TotalConnections, protectionWord(svc.ProtectionMode)))
+			counts, protectionWord(svc.ProtectionMode)))
 		if !verbose {
 			continue
 		}
 		r.detail("listen", orDash(svc.Listen))
 		r.detail("method", svc.Method)
-		r.detail("rejected", countsLine(svc.RejectedConnections, rejectReasonNames()))
+		if svc.Datagrams != nil {
+			r.detail("datagrams", fmt.Sprintf("client_to_backend=%d backend_to_client=%d", svc.Datagrams.ClientToBackend, svc.Datagrams.BackendToClient))
+			r.detail("dropped", countsLine(svc.Dropped, engine.UDPDropNames()))
+			if svc.MaxUDPFlows != nil {
+				r.detail("max_udp_flows", strconv.Itoa(*svc.MaxUDPFlows))
+			}
+		} else {
+			r.detail("rejected", countsLine(svc.RejectedConnections, rejectReasonNames()))
+		}
 		if len(svc.Routes) > 0 {
 			r.detail("inspect", countsLine(svc.InspectResults, inspectResultNames()))
 		}
@@ -564,8 +578,12 @@ func outOfService(st *control.Status) string {
 
 // backendLine is one backend of the human report.
 func backendLine(b control.Backend) string {
-	line := fmt.Sprintf("%s reachable=%v weight=%d active=%d total=%d last_check=%s counters(timeout=%d, refused=%d, other=%d)",
-		b.Address, b.Reachable, b.Weight, b.ActiveConnections, b.TotalConnections, timeOrDash(b.LastCheckTime),
+	counts := fmt.Sprintf("active=%d total=%d", b.ActiveConnections, b.TotalConnections)
+	if b.ActiveFlows != nil { // a UDP service's backend
+		counts = fmt.Sprintf("active_flows=%d total_flows=%d", *b.ActiveFlows, b.TotalConnections)
+	}
+	line := fmt.Sprintf("%s reachable=%v weight=%d %s last_check=%s counters(timeout=%d, refused=%d, other=%d)",
+		b.Address, b.Reachable, b.Weight, counts, timeOrDash(b.LastCheckTime),
 		b.Counters.Timeout, b.Counters.Refused, b.Counters.Other)
 	if b.CooldownUntil != nil {
 		line += " cooldown_until=" + b.CooldownUntil.Format(time.RFC3339Nano)

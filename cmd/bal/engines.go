@@ -13,8 +13,9 @@ import (
 // errEngineUnavailable: the engine named does not exist on this OS.
 var errEngineUnavailable = errors.New("engine not available on this system")
 
-// stdEngine is the portable standard-library engine, available everywhere.
-var stdEngine = server.Engine{Name: config.EngineStd, New: stdengine.New, Cost: stdengine.Cost()}
+// stdEngine is the portable standard-library engine, available everywhere,
+// for TCP and UDP services.
+var stdEngine = server.Engine{Name: config.EngineStd, New: stdengine.New, NewUDP: stdengine.NewUDP, Cost: stdengine.Cost()}
 
 // selectEngine maps runtime.engine to the engine bal runs (it is the
 // server's Options.Engines): "auto" is the gnet engine on Linux and the

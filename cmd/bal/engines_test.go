@@ -30,7 +30,7 @@ func TestSelectEngine(t *testing.T) {
 			}
 			continue
 		}
-		if err != nil || e.Name != tt.want || e.New == nil {
+		if err != nil || e.Name != tt.want || e.New == nil || e.NewUDP == nil {
 			t.Errorf("selectEngine(%q) = %q, %v; want %q", tt.name, e.Name, err, tt.want)
 		}
 	}

@@ -104,6 +104,21 @@ type Service struct {
 
 	Backends []Backend `json:"backends"` // the default pool, config order; empty when the service has only routes
 	Routes   []Route   `json:"routes"`   // config order
+
+	// UDP services only (absent on TCP ones): flows open now and since
+	// start, datagrams relayed, and datagrams dropped by reason (every
+	// reason of engine.UDPDropNames present).
+	ActiveFlows *int64            `json:"active_flows,omitempty"`
+	TotalFlows  *uint64           `json:"total_flows,omitempty"`
+	Datagrams   *Datagrams        `json:"datagrams,omitempty"`
+	Dropped     map[string]uint64 `json:"dropped,omitempty"`
+	MaxUDPFlows *int              `json:"max_udp_flows,omitempty"`
+}
+
+// Datagrams are a UDP service's datagrams relayed since start, live.
+type Datagrams struct {
+	ClientToBackend uint64 `json:"client_to_backend"`
+	BackendToClient uint64 `json:"backend_to_client"`
 }
 
 // Route is one route of a service and its pool.
@@ -153,6 +168,9 @@ type Backend struct {
 	// "reason: detail" (reason check_failed, timeout, refused, dns or
 	// other); null after a success or before any check.
 	LastCheckError *string `json:"last_check_error"`
+	// ActiveFlows is a UDP service's backend's flows open now (absent on
+	// TCP services; the same count as active_connections).
+	ActiveFlows *int64 `json:"active_flows,omitempty"`
 }
 
 // Counters are a backend's connect failures by reason since start.
@@ -319,7 +337,31 @@ func serviceFrom(ss server.ServiceStatus) Service {
 			Backends:     backendsFrom(pool.Backends),
 		})
 	}
+	if ss.Protocol == config.UDP {
+		udpFrom(&out, ss)
+	}
 	return out
+}
+
+// udpFrom fills a UDP service's flow, datagram and drop figures.
+func udpFrom(out *Service, ss server.ServiceStatus) {
+	p := ss.Policy
+	active, total := p.Active, p.Total
+	out.ActiveFlows, out.TotalFlows = &active, &total
+	out.Datagrams = &Datagrams{ClientToBackend: ss.Stats.DatagramsIn, BackendToClient: ss.Stats.DatagramsOut}
+	out.Dropped = engine.UDPDropped(p.RejectedBy, ss.Stats.Dropped)
+	limit := ss.MaxUDPFlows
+	out.MaxUDPFlows = &limit
+	flows := func(bs []Backend) {
+		for i := range bs {
+			n := bs[i].ActiveConnections
+			bs[i].ActiveFlows = &n
+		}
+	}
+	flows(out.Backends)
+	for i := range out.Routes {
+		flows(out.Routes[i].Backends)
+	}
 }
 
 func protectionFrom(ps policy.ProtectionStatus) Protection {

@@ -8,6 +8,8 @@
 // propagation, the real idle timeout, bounded memory under a stalled reader,
 // connect failover and timeouts, admission limits (refusals are counted by
 // the policy, once), drain, PROXY headers, invalid options (errors wrap
-// engine.ErrInvalidOptions) and goroutine leaks. It also exports the helpers it uses (a scripted Policy,
-// backends, address helpers) for engine-specific tests.
+// engine.ErrInvalidOptions) and goroutine leaks. RunUDP is the suite of a
+// UDP engine (an engine package's NewUDP): datagrams and flows, see its
+// comment. It also exports the helpers it uses (a scripted Policy,
+// TCP and UDP backends, address helpers) for engine-specific tests.
 package enginetest

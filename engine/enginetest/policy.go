@@ -33,6 +33,7 @@ type Policy struct {
 	admitted atomic.Int64
 	rejected map[engine.RejectReason]int64 // under mu
 	closed   chan Closed
+	replies  replies // UDP flows' first replies (FlowObserver)
 }
 
 // Dial is one recorded connect attempt.

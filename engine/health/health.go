@@ -39,6 +39,10 @@ type Round struct {
 	// backend's connections there when its service asks for it. It must
 	// not block.
 	OnDown func(b *pool.Backend, err error)
+	// Resolve are backends checked passively only (a UDP pool without an
+	// active check): the round resolves their hostnames, as it does for
+	// the backends it probes, and feeds no health outcome.
+	Resolve []*pool.Backend
 	// Logger, when not nil, logs the round's health transitions instead of
 	// Options.Logger (the policy's, with its service name).
 	Logger   *slog.Logger
@@ -174,6 +178,7 @@ func (c *Checker) round(ctx context.Context) time.Duration {
 	for i, b := range r.Backends {
 		wg.Go(func() { c.checkOne(ctx, b, r.mirrors(i), r.check(i), r) })
 	}
+	c.resolvePassive(ctx, &wg, r, false)
 	wg.Wait()
 	if ctx.Err() == nil {
 		c.lastRound.Store(c.now().UnixNano())
@@ -196,6 +201,28 @@ func (r *Round) mirrors(i int) []*pool.Backend {
 		return r.Mirrors[i]
 	}
 	return nil
+}
+
+// resolvePassive resolves, on wg, the hostnames of r's passively checked
+// backends, each within the round's timeout (only those without addresses
+// when missing is set).
+func (c *Checker) resolvePassive(ctx context.Context, wg *sync.WaitGroup, r Round, missing bool) {
+	timeout := r.Timeout
+	if timeout <= 0 {
+		timeout = time.Second
+	}
+	for _, b := range r.Resolve {
+		if !b.NeedsResolve() || (missing && len(b.Addrs()) > 0) {
+			continue
+		}
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
+			if _, err := c.resolve(ctx, b); err != nil && ctx.Err() == nil {
+				c.log.Debug("resolving a passively checked backend failed", slog.String("backend", b.Name()), slog.Any("error", err))
+			}
+		})
+	}
 }
 
 func (c *Checker) checkOne(ctx context.Context, b *pool.Backend, mirrors []*pool.Backend, hc *config.HealthCheck, r Round) {
@@ -345,6 +372,7 @@ func (c *Checker) Resolve(ctx context.Context) error {
 	}
 	errs := make([]error, len(r.Backends))
 	var wg sync.WaitGroup
+	c.resolvePassive(ctx, &wg, r, true)
 	for i, b := range r.Backends {
 		if !b.NeedsResolve() || len(b.Addrs()) > 0 {
 			continue

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/bal-lb/bal/engine"
+	"github.com/bal-lb/bal/engine/config"
 	"github.com/bal-lb/bal/engine/policy"
 	"github.com/bal-lb/bal/engine/pool"
 	"github.com/bal-lb/bal/engine/protect"
@@ -119,6 +120,36 @@ func Append(dst []byte, st server.Status, version string) []byte {
 	for _, ss := range svcs {
 		e.sample("bal_bytes_total", labels{"service", ss.Name, "direction", DirectionClientToBackend}, ss.Stats.BytesIn)
 		e.sample("bal_bytes_total", labels{"service", ss.Name, "direction", DirectionBackendToClient}, ss.Stats.BytesOut)
+	}
+
+	udp := make([]*server.ServiceStatus, 0, len(svcs))
+	for i := range svcs {
+		if svcs[i].Protocol == config.UDP {
+			udp = append(udp, &svcs[i])
+		}
+	}
+	e.family("bal_udp_flows_active", "gauge", "UDP flows open now (a flow is one client address:port and its backend).")
+	for _, ss := range udp {
+		e.sample("bal_udp_flows_active", labels{"service", ss.Name}, nonNeg(ss.Policy.Active))
+	}
+
+	e.family("bal_udp_flows_total", "counter", "UDP flows admitted since start (refused ones excluded).")
+	for _, ss := range udp {
+		e.sample("bal_udp_flows_total", labels{"service", ss.Name}, ss.Policy.Total)
+	}
+
+	e.family("bal_udp_datagrams_total", "counter", "UDP datagrams relayed, by direction.")
+	for _, ss := range udp {
+		e.sample("bal_udp_datagrams_total", labels{"service", ss.Name, "direction", DirectionClientToBackend}, ss.Stats.DatagramsIn)
+		e.sample("bal_udp_datagrams_total", labels{"service", ss.Name, "direction", DirectionBackendToClient}, ss.Stats.DatagramsOut)
+	}
+
+	e.family("bal_udp_dropped_total", "counter", "UDP datagrams dropped, by reason: refused flows' datagrams (one each) and the engine's own drops.")
+	for _, ss := range udp {
+		dropped := engine.UDPDropped(ss.Policy.RejectedBy, ss.Stats.Dropped)
+		for _, r := range engine.UDPDropNames() {
+			e.sample("bal_udp_dropped_total", labels{"service", ss.Name, "reason", r}, dropped[r])
+		}
 	}
 
 	e.family("bal_route_matches_total", "counter", "Client connections routed to the route's pool.")

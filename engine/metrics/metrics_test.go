@@ -94,6 +94,42 @@ var statuses = []struct {
 		}),
 		services: metricstest.Single([]string{"127.0.0.1:9000"}),
 	},
+	{
+		name:    "udp",
+		version: "v1.2.3",
+		st: withFirst(server.Status{
+			Engine: "std", Started: started,
+			Services: []server.ServiceStatus{
+				{
+					Name: "dns", Protocol: config.UDP, BindAddress: "127.0.0.1", Port: 53,
+					Stats: engine.Stats{Accepted: 40, Active: 3, BytesIn: 2400, BytesOut: 9600, DatagramsIn: 60, DatagramsOut: 58,
+						Dropped: engine.DropCounts{engine.DropNoBackend: 1, engine.DropBackendBusy: 2, engine.DropDraining: 4}},
+					Policy: policy.Status{
+						Service: "dns", Protocol: config.UDP, Method: config.RoundRobin, Active: 3, Total: 40,
+						RejectedBy: map[engine.RejectReason]uint64{engine.RejectLimit: 7, engine.RejectACL: 5},
+						Pools: []policy.PoolStatus{{Name: config.DefaultServiceName, Backends: []policy.BackendStatus{
+							{Address: "127.0.0.1:5301", Reachable: true, Weight: 1, Active: 2, Total: 21},
+							{Address: "127.0.0.1:5302", Reachable: true, Weight: 1, Active: 1, Total: 19},
+						}}},
+					},
+				},
+				{
+					Name: "web", Protocol: config.TCP, BindAddress: "127.0.0.1", Port: 53,
+					Stats: engine.Stats{BytesIn: 1, BytesOut: 2},
+					Policy: policy.Status{
+						Service: "web", Protocol: config.TCP, Method: config.RoundRobin,
+						Pools: []policy.PoolStatus{{Name: config.DefaultServiceName, Backends: []policy.BackendStatus{
+							{Address: "127.0.0.1:8053", Reachable: true, Weight: 1},
+						}}},
+					},
+				},
+			},
+		}),
+		services: []metricstest.Service{
+			{Name: "dns", UDP: true, Pools: []metricstest.Pool{{Name: "default", Backends: []string{"127.0.0.1:5301", "127.0.0.1:5302"}}}},
+			{Name: "web", Pools: []metricstest.Pool{{Name: "default", Backends: []string{"127.0.0.1:8053"}}}},
+		},
+	},
 }
 
 // withFirst fills the top-level fields from the first service, as
@@ -171,7 +207,8 @@ func TestValues(t *testing.T) {
 		}
 		return x
 	}
-	running, prot := render(1), render(2)
+	running, prot, udp := render(1), render(2), render(3)
+	dns := []string{"service", "dns"}
 	d, web := []string{"service", "default"}, []string{"service", "web"}
 	// series is name{base..., more...}.
 	series := func(name string, base []string, more ...string) []string {
@@ -186,6 +223,18 @@ func TestValues(t *testing.T) {
 		want   float64
 	}{
 		{running, []string{"bal_info", "engine", "gnet", "method", "source_hash", "version", "v1.2.3"}, 1},
+		{udp, series("bal_udp_flows_active", dns), 3},
+		{udp, series("bal_udp_flows_total", dns), 40},
+		{udp, series("bal_udp_datagrams_total", dns, "direction", "client_to_backend"), 60},
+		{udp, series("bal_udp_datagrams_total", dns, "direction", "backend_to_client"), 58},
+		{udp, series("bal_bytes_total", dns, "direction", "client_to_backend"), 2400},
+		{udp, series("bal_udp_dropped_total", dns, "reason", "limit"), 7},
+		{udp, series("bal_udp_dropped_total", dns, "reason", "acl"), 5},
+		{udp, series("bal_udp_dropped_total", dns, "reason", "no_route"), 0},
+		{udp, series("bal_udp_dropped_total", dns, "reason", "no_backend"), 1},
+		{udp, series("bal_udp_dropped_total", dns, "reason", "backend_busy"), 2},
+		{udp, series("bal_udp_dropped_total", dns, "reason", "draining"), 4},
+		{udp, series("bal_udp_dropped_total", dns, "reason", "send_error"), 0},
 		{running, []string{"bal_service_info", "service", "web", "protocol", "tcp", "address", "[::]:443", "method", "round_robin"}, 1},
 		{running, []string{"bal_service_info", "service", "default", "protocol", "tcp", "address", "0.0.0.0:9295", "method", "source_hash"}, 1},
 		{running, []string{"bal_start_time_seconds"}, 1741064767.25},

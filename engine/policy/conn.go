@@ -72,13 +72,14 @@ func (cs *connState) markTried(i int)  { cs.bits()[i>>6] |= 1 << (i & 63) }
 
 // Eligible implements balance.View: not tried yet by this connection, in
 // service (not drained nor in maintenance), not cooling down, with an
-// address, and healthy in phase 1 or unhealthy in phase 2.
+// address, and healthy in phase 1 or unhealthy in phase 2 (in a passive
+// pool every backend is phase 1: only its cooldown keeps it out).
 func (cs *connState) Eligible(i int) bool {
 	if cs.tried(i) {
 		return false
 	}
 	b := cs.ps.pool.At(i)
-	return b.Up() == (cs.phase == 1) && b.InService() && !b.InCooldown(cs.now) && len(b.Addrs()) > 0
+	return (b.Up() || cs.ps.passive) == (cs.phase == 1) && b.InService() && !b.InCooldown(cs.now) && len(b.Addrs()) > 0
 }
 
 // Active implements balance.View.
@@ -253,6 +254,11 @@ func (p *Policy) noneLeft(cs *connState, _ time.Time, why string) (engine.Target
 // protection mode and — once every address of the backend failed — puts
 // the backend in cooldown max(min(initial·2^(streak−1), max), cooldown)
 // (doubled while protection is on) and feeds the rise/fall machine.
+//
+// On a UDP service a connect says nothing about the backend: success only
+// counts the flow on it, and the flow's first reply (Replied) is the
+// success. An ICMP port unreachable on an open flow comes as a refused
+// failure of its backend.
 func (p *Policy) DialResult(c *engine.ConnInfo, t engine.Target, err error, _ time.Duration) {
 	b, _ := t.Ref.(*pool.Backend)
 	if b == nil {
@@ -260,6 +266,11 @@ func (p *Policy) DialResult(c *engine.ConnInfo, t engine.Target, err error, _ ti
 	}
 	cs := p.connOf(c)
 	now := p.now()
+	if err == nil && cs.st.udp {
+		b.Opened()
+		cs.connected, cs.pending = b, false
+		return
+	}
 	if err == nil {
 		b.Connected()
 		cs.connected, cs.pending = b, false
@@ -291,11 +302,28 @@ func (p *Policy) DialResult(c *engine.ConnInfo, t engine.Target, err error, _ ti
 			slog.String("backend", b.Name()), slog.String("pool", b.Pool()), slog.String("address", t.Addr.String()),
 			slog.String("reason", r.String()), slog.String("error", err.Error()))
 	}
-	if cs.cur == b && cs.addr+1 < len(b.Addrs()) {
+	if cs.connected == nil && cs.cur == b && cs.addr+1 < len(b.Addrs()) {
 		cs.pending = true // try its next address before giving up on it
 		return
 	}
 	p.backendFailed(b, p.mono(now), err)
+}
+
+// Replied implements engine.FlowObserver: a UDP flow's backend answered,
+// which is the success its connect could not tell — the streak and
+// cooldown reset, the rise/fall machine and protection mode see a success.
+func (p *Policy) Replied(c *engine.ConnInfo) {
+	cs, _ := c.PolicyState.(*connState)
+	if cs == nil || cs.connected == nil {
+		return
+	}
+	b := cs.connected
+	b.Succeeded()
+	st := p.st.Load()
+	if ch := b.Observe(true, st.rise, st.fall); ch != pool.ChangeNone {
+		health.LogChange(st.log, b, ch, "flow", nil)
+	}
+	p.prot.Success(p.now())
 }
 
 // backendFailed puts b in cooldown and counts a passive health failure.

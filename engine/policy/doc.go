@@ -15,4 +15,11 @@
 // access rules pays nothing for them. The runtime calls New once per
 // service, Run (or RunHealth and friends) in the background, Apply on every
 // reload and Status for `bal status` and metrics.
+//
+// On a UDP service a connection is a flow (docs/udp.md): admission counts
+// flows against max_udp_flows, a flow's connect only counts it on its
+// backend, its first reply (Replied) is the backend's success, and an ICMP
+// port unreachable is a refused connect. A UDP pool without an active check
+// is judged by its flows alone: a backend marked down is still picked once
+// its cooldown ends.
 package policy

@@ -41,7 +41,10 @@ type Options struct {
 }
 
 // Compile-time guard.
-var _ engine.Policy = (*Policy)(nil)
+var (
+	_ engine.Policy       = (*Policy)(nil)
+	_ engine.FlowObserver = (*Policy)(nil)
+)
 
 // Policy implements engine.Policy for one service. Create it with New; it
 // is safe for concurrent use by any number of engines.
@@ -105,7 +108,8 @@ type state struct {
 	allowOn   bool
 	accessLog bool
 	routing   routing // how a connection finds its pool
-	maxConns  int64   // ≤ 0: unlimited
+	maxConns  int64   // ≤ 0: unlimited; max_udp_flows on a UDP service
+	udp       bool    // a UDP service: connections are flows (docs/udp.md)
 	def       *poolState
 	sources   *access.Sources // nil: no per-source limit
 	allow     *access.PrefixSet
@@ -205,6 +209,10 @@ func (p *Policy) newState(svc *config.Service, prev *state) (*state, []change) {
 		rise:      rt.HealthCheckSuccessThreshold,
 		fall:      rt.HealthCheckFailThreshold,
 		accessLog: rt.AccessLog,
+		udp:       svc.Protocol == config.UDP,
+	}
+	if st.udp {
+		st.maxConns = int64(rt.MaxUDPFlows)
 	}
 	if prev != nil && prev.svc.Name == svc.Name {
 		st.log = prev.log

@@ -28,6 +28,10 @@ type poolState struct {
 	// that clients map as in a config without them; nil when every backend
 	// is in service.
 	outTable atomic.Pointer[balance.SourceHash]
+	// passive: a UDP pool without an active check. Its backends are
+	// judged by their flows only, so one marked down is still picked once
+	// its cooldown ends (the flow that follows is its probe).
+	passive bool
 	// matched counts the connections routed to a route's pool; it carries
 	// over reloads that keep the route (by name). Nil for the default pool
 	// (its count is derived: see Policy.toRoutes).
@@ -64,7 +68,8 @@ func (st *state) buildPools(svc *config.Service, prev *state) []change {
 		if prev != nil {
 			old = prev.pool(c.Name)
 		}
-		ps := &poolState{name: c.Name, route: c.Route, method: c.Method, check: c.HealthCheck, hashed: c.Method == config.SourceHash}
+		ps := &poolState{name: c.Name, route: c.Route, method: c.Method, check: c.HealthCheck, hashed: c.Method == config.SourceHash,
+			passive: svc.Protocol == config.UDP && c.HealthCheck.Type == ""}
 		var oldPool *pool.Pool
 		if old != nil {
 			oldPool = old.pool
@@ -163,9 +168,9 @@ func (st *state) pool(name string) *poolState {
 // healthRound lists every server of st's pools once per way it is checked:
 // the first pool holding it probes it with its pool's check, the others
 // mirror the outcome. The pools of a UDP service without a health_check
-// type are checked passively only (by the flows' outcomes), so they are
-// left out. onDown (may be nil) is called when a check takes a backend
-// down.
+// type are checked passively only (by the flows' outcomes): they are not
+// probed, only their hostnames resolved. onDown (may be nil) is called when
+// a check takes a backend down.
 func healthRound(st *state, onDown func(*pool.Backend, error)) health.Round {
 	rt := st.svc.Runtime
 	r := health.Round{
@@ -180,8 +185,9 @@ func healthRound(st *state, onDown func(*pool.Backend, error)) health.Round {
 	index := map[string]int{}
 	shared := false
 	for _, ps := range st.pools {
-		if st.svc.Protocol == config.UDP && ps.check.Type == "" {
-			continue // passive checks only
+		if ps.passive {
+			r.Resolve = append(r.Resolve, ps.pool.Backends()...)
+			continue
 		}
 		check := checkKey(&ps.check)
 		for _, b := range ps.pool.Backends() {

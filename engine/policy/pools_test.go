@@ -311,13 +311,27 @@ func netipAP(last byte, port uint16) string {
 }
 
 // TestUDPPassiveOnlyNotProbed: a UDP pool without a health_check type is
-// not in the health round; one with a type is.
+// not probed, only resolved; one with a type is probed with a datagram.
 func TestUDPPassiveOnlyNotProbed(t *testing.T) {
-	s := routed([]config.Route{rt("probed", config.Match{Source: prefixes("10.0.0.0/8")}, A)}, be("127.0.0.1", 9002, 1))
+	r := rt("probed", config.Match{Source: prefixes("10.0.0.0/8")}, A)
+	r.HealthCheck = config.HealthCheck{Type: config.CheckSendExpect, Send: []byte("ping"), Expect: []byte("pong"), Port: 5353}
+	s := routed([]config.Route{r}, be("127.0.0.1", 9002, 1))
 	s.Protocol = config.UDP
 	s.HealthCheck = config.HealthCheck{}
 	p := New(s, Options{})
-	if r := p.HealthRound(); len(r.Backends) != 1 || r.Backends[0].Name() != A {
-		t.Fatalf("round %v, want the probed route's A only", r.Backends)
+	round := p.HealthRound()
+	if len(round.Backends) != 1 || round.Backends[0].Name() != A {
+		t.Fatalf("round %v, want the probed route's A only", round.Backends)
+	}
+	if !round.UDP || len(round.Checks) != 1 || round.Checks[0].Type != config.CheckSendExpect || string(round.Checks[0].Send) != "ping" || round.Checks[0].Port != 5353 {
+		t.Fatalf("round UDP=%v checks %+v, want the route's send_expect as a datagram", round.UDP, round.Checks)
+	}
+	if len(round.Resolve) != 1 || round.Resolve[0].Name() != "127.0.0.1:9002" {
+		t.Fatalf("resolved passively %v, want the default pool's backend", round.Resolve)
+	}
+	// A TCP service's round has neither.
+	s.Protocol = config.TCP
+	if round := New(s, Options{}).HealthRound(); round.UDP || round.Resolve != nil {
+		t.Fatalf("TCP round UDP=%v, passive %v", round.UDP, round.Resolve)
 	}
 }

@@ -171,13 +171,27 @@ func (b *Backend) Failed(now int64, k Backoff) time.Duration {
 	return d
 }
 
-// Connected records a successful connect: the streak and cooldown reset, and
-// the connection counts as active (until Release) and in the total.
+// Connected records a successful connect: the streak and cooldown reset
+// (Succeeded), and the connection counts as active (until Release) and in
+// the total (Opened).
 func (b *Backend) Connected() {
-	b.streak.Store(0)
-	b.cooldownUntil.Store(0)
+	b.Succeeded()
+	b.Opened()
+}
+
+// Opened counts a connection, or a UDP flow, as active (until Release) and
+// in the total, without saying anything about the backend's health (a UDP
+// flow's socket connects whether or not anything listens).
+func (b *Backend) Opened() {
 	b.active.Add(1)
 	b.total.Add(1)
+}
+
+// Succeeded records that the backend answered (a connect, or a UDP flow's
+// first reply): the failover streak and the cooldown reset.
+func (b *Backend) Succeeded() {
+	b.streak.Store(0)
+	b.cooldownUntil.Store(0)
 }
 
 // Release ends a connection counted by Connected.

@@ -258,7 +258,7 @@ func (s *Server) prepare(ctx context.Context, next *config.Snapshot, olds []*ser
 		backlog := p.cfg.Runtime.TCPBacklog
 		if p.added {
 			if p.fresh, err = s.startEngine(ctx, p.svc, p.cfg.Protocol, impl, p.addr, backlog); err != nil {
-				return plans, nil, nil, fmt.Errorf("service %s: %w", p.cfg.Name, explainInUse(err, p.addr, olds, now))
+				return plans, nil, nil, fmt.Errorf("service %s: %w", p.cfg.Name, explainInUse(err, p.cfg.Protocol, p.addr, olds, now))
 			}
 			continue
 		}
@@ -273,7 +273,7 @@ func (s *Server) prepare(ctx context.Context, next *config.Snapshot, olds []*ser
 				return plans, nil, nil, fmt.Errorf("service %s: %s on the same address needs a restart", p.cfg.Name, what)
 			}
 			if p.fresh, err = s.startEngine(ctx, p.svc, p.cfg.Protocol, impl, p.addr, backlog); err != nil {
-				return plans, nil, nil, fmt.Errorf("service %s: %w", p.cfg.Name, explainInUse(err, p.addr, olds, now))
+				return plans, nil, nil, fmt.Errorf("service %s: %w", p.cfg.Name, explainInUse(err, p.cfg.Protocol, p.addr, olds, now))
 			}
 		case backlog != r.backlog:
 			p.backlog = true
@@ -307,15 +307,16 @@ func keepsAddr(want, cur netip.AddrPort) bool {
 	return want == cur
 }
 
-// explainInUse adds why a bind onto addr failed when bal itself holds it:
-// a reload binds every new address before it closes an old one.
-func explainInUse(err error, addr netip.AddrPort, olds []*service, now map[*service]running) error {
+// explainInUse adds why a bind of protocol proto onto addr failed when bal
+// itself holds it: a reload binds every new address before it closes an
+// old one (a UDP service's old socket is held until its flows end).
+func explainInUse(err error, proto config.Protocol, addr netip.AddrPort, olds []*service, now map[*service]running) error {
 	if !errors.Is(err, engine.ErrAddrInUse) {
 		return err
 	}
 	var holders []string
 	for _, o := range olds {
-		if r := now[o]; r.l != nil && (r.addr == addr || overlaps(addr, r.addr)) {
+		if r := now[o]; r.l != nil && r.proto == proto && (r.addr == addr || overlaps(addr, r.addr)) {
 			holders = append(holders, fmt.Sprintf("service %s on %s", o.config().Name, r.addr))
 		}
 	}

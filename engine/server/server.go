@@ -214,11 +214,12 @@ func (s *Server) startEngine(ctx context.Context, svc *service, proto config.Pro
 	}
 	// A bind without SO_REUSEPORT first: a port held by anyone, another
 	// bal with SO_REUSEPORT included, is "in use" (docs/design.md#relay-semantics).
-	// UDP engines, when they exist, probe their own sockets.
-	if proto != config.UDP {
-		if err := engine.ProbeBind(addr); err != nil {
-			return nil, err
-		}
+	probe := engine.ProbeBind
+	if proto == config.UDP {
+		probe = engine.ProbeBindUDP
+	}
+	if err := probe(addr); err != nil {
+		return nil, err
 	}
 	eng, err := newEngine(engine.Options{
 		Listen:   addr,

@@ -75,6 +75,9 @@ func (a *stats) add(b engine.Stats) {
 	a.Active += b.Active
 	a.BytesIn += b.BytesIn
 	a.BytesOut += b.BytesOut
+	a.DatagramsIn += b.DatagramsIn
+	a.DatagramsOut += b.DatagramsOut
+	a.Dropped.Add(b.Dropped)
 }
 
 // tunables are the engine settings of svc: its runtime keys

@@ -53,7 +53,9 @@ type ServiceStatus struct {
 	Engine      string
 	// MaxConnections is the service's max_concurrent_connections in force.
 	MaxConnections int
-	Policy         policy.Status
+	// MaxUDPFlows is a UDP service's max_udp_flows in force (0 on TCP).
+	MaxUDPFlows int
+	Policy      policy.Status
 	// Stats are the engines' counters summed over the service's current,
 	// draining and drained listeners (Active: open now; bytes live).
 	Stats    engine.Stats
@@ -91,6 +93,9 @@ func (s *Server) Status() Status {
 			MaxConnections: cfg.Runtime.MaxConcurrentConnections,
 			Stats:          engine.Stats(svc.retired),
 			Draining:       len(svc.draining),
+		}
+		if cfg.Protocol == config.UDP {
+			ss.MaxUDPFlows = cfg.Runtime.MaxUDPFlows
 		}
 		reads[i].policy = svc.policy
 		if svc.cur != nil {

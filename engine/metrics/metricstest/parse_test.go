@@ -188,6 +188,11 @@ func TestCheckServices(t *testing.T) {
 		add("bal_reloads_total", "counter", `{result="ok"}`, `{result="error"}`)
 		add("bal_route_matches_total", "counter", `{service="web",route="api"}`)
 		add("bal_inspect_results_total", "counter", perService(`result="sni"`, `result="no_sni"`, `result="not_tls"`, `result="malformed"`, `result="timeout"`, `result="too_large"`, `result="closed"`)...)
+		// No UDP service: the UDP families have no series.
+		add("bal_udp_flows_active", "gauge")
+		add("bal_udp_flows_total", "counter")
+		add("bal_udp_datagrams_total", "counter")
+		add("bal_udp_dropped_total", "counter")
 		return strings.Join(b, "")
 	}
 	tests := []struct {

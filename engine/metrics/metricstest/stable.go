@@ -22,12 +22,14 @@ const (
 	// PerBackend: labels service, pool (a route's name or "default") and
 	// backend (as configured), every backend of every pool.
 	PerBackend
+	// PerUDPService: label service, every service of protocol udp.
+	PerUDPService
 )
 
 // labels are the label names of the scope.
 func (s Scope) labels() []string {
 	switch s {
-	case PerService:
+	case PerService, PerUDPService:
 		return []string{"service"}
 	case PerRoute:
 		return []string{"service", "route"}
@@ -60,11 +62,18 @@ var Stable = []StableFamily{
 	{"bal_reloads_total", "counter", PerProcess, map[string][]string{"result": {"ok", "error"}}},
 	{"bal_route_matches_total", "counter", PerRoute, nil},
 	{"bal_inspect_results_total", "counter", PerService, map[string][]string{"result": {"sni", "no_sni", "not_tls", "malformed", "timeout", "too_large", "closed"}}},
+	{"bal_udp_flows_active", "gauge", PerUDPService, nil},
+	{"bal_udp_flows_total", "counter", PerUDPService, nil},
+	{"bal_udp_datagrams_total", "counter", PerUDPService, map[string][]string{"direction": {"client_to_backend", "backend_to_client"}}},
+	{"bal_udp_dropped_total", "counter", PerUDPService, map[string][]string{"reason": {
+		"limit", "acl", "source_limit", "source_rate", "no_route",
+		"no_backend", "backend_busy", "client_busy", "draining", "local", "send_error"}}},
 }
 
 // Service is one configured service as the stable metrics name it.
 type Service struct {
 	Name  string
+	UDP   bool // protocol udp: it has the bal_udp_* series
 	Pools []Pool
 }
 
@@ -144,10 +153,12 @@ func scoped(scope Scope, services []Service) [][]string {
 	switch scope {
 	case PerProcess:
 		return [][]string{nil}
-	case PerService:
+	case PerService, PerUDPService:
 		out := make([][]string, 0, len(services))
 		for _, s := range services {
-			out = append(out, []string{"service", s.Name})
+			if scope == PerService || s.UDP {
+				out = append(out, []string{"service", s.Name})
+			}
 		}
 		return out
 	}

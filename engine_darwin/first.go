@@ -13,13 +13,14 @@ import (
 )
 
 // A service that reads a PROXY header or inspects the ClientHello reads the
-// client's first bytes before it chooses a backend. They are read into a
-// pooled buffer: the PROXY header alone fits in headerBufs' (the parser
-// decides within proxyproto.MaxV2Len bytes), a header and a hello in
-// inspectBufs' (engine.MaxInspect). Every byte after the PROXY header is
-// client payload and goes to the backend first, unchanged. The buffer goes
-// back to its pool once those bytes are written, so at most one buffer of at
-// most engine.MaxInspect bytes is held per connection, and only until its
+// client's first bytes before it chooses a backend, into a pooled buffer:
+// first one of headerBufs (enough for any PROXY header, and for the
+// ClientHellos of common clients, which stay under 2 KiB), moved to one of
+// inspectBufs (engine.MaxInspect, a header and the largest hello) only when
+// a hello needs more. Every byte after the PROXY header is client payload
+// and goes to the backend first, unchanged. The buffer goes back to its
+// pool once those bytes are written, so at most one buffer of at most
+// engine.MaxInspect bytes is held per connection, and only until its
 // backend is connected.
 var (
 	headerBufs  = sync.Pool{New: func() any { b := make([]byte, proxyproto.MaxV2Len); return &b }}
@@ -37,12 +38,21 @@ type firstBytes struct {
 	off  int // where the client payload starts (after the PROXY header)
 }
 
-func newFirstBytes(t *engine.Tunables) *firstBytes {
-	pool := &headerBufs
-	if t.Inspect {
-		pool = &inspectBufs
+func newFirstBytes() *firstBytes {
+	return &firstBytes{buf: headerBufs.Get().(*[]byte), pool: &headerBufs}
+}
+
+// grow moves the bytes read so far into a buffer of engine.MaxInspect
+// bytes; false when they already are in one.
+func (f *firstBytes) grow() bool {
+	if f.pool == &inspectBufs {
+		return false
 	}
-	return &firstBytes{buf: pool.Get().(*[]byte), pool: pool}
+	big := inspectBufs.Get().(*[]byte)
+	copy(*big, (*f.buf)[:f.n])
+	f.pool.Put(f.buf)
+	f.buf, f.pool = big, &inspectBufs
+	return true
 }
 
 // payload is the client payload read so far.
@@ -73,7 +83,7 @@ func (f *firstBytes) readMore(p *pair) (int, error) {
 func (p *pair) serve() {
 	defer p.e.finished(p)
 	t := p.t
-	first := newFirstBytes(t)
+	first := newFirstBytes()
 	defer first.release()
 	if t.ProxyIn != engine.ProxyInOff {
 		if err := p.readProxyHeader(first); err != nil {
@@ -162,7 +172,7 @@ func (p *pair) inspect(first *firstBytes) bool {
 				p.ci.Hello = helloOf(h, st)
 				return true
 			}
-			if first.n == len(*first.buf) { // the parser decides before this
+			if first.n == len(*first.buf) && !first.grow() { // full: the parser decides before MaxInspect
 				p.ci.Hello = engine.Hello{Result: engine.InspectTooLarge}
 				return true
 			}

@@ -279,6 +279,34 @@ func (s *suite) testInspectTwoRecords(t *testing.T) {
 	}
 }
 
+// testInspectLargeHello: a 12 KiB hello (a long ALPN list), larger than
+// a PROXY header or a common hello, is parsed whole.
+func (s *suite) testInspectLargeHello(t *testing.T) {
+	noFDLeak(t)
+	var alpn []string
+	for i := range 48 {
+		alpn = append(alpn, fmt.Sprintf("proto-%02d-%s", i, bytes.Repeat([]byte{'x'}, 240)))
+	}
+	first := hello(t, "large.example.com", alpn...)
+	if len(first) < 12<<10 {
+		t.Fatalf("the hello has %d bytes, want at least 12 KiB", len(first))
+	}
+	b := namedBackend(t, "a", first, nil)
+	pol := NewPolicy()
+	routeAll(pol, b)
+	h := s.start(t, pol, inspectTunables, "")
+	c := h.dial()
+	if got := sendFirst(t, c, first); got != "a\n" {
+		t.Fatalf("backend answered %q to a %d-byte hello", got, len(first))
+	}
+	c.Close()
+	cl := h.waitClosed()
+	expectRouted(t, cl, engine.InspectSNI, "large.example.com", b)
+	if !slices.Equal(cl.Conn.Hello.ALPN, alpn) {
+		t.Fatalf("ALPN has %d names, want the %d offered", len(cl.Conn.Hello.ALPN), len(alpn))
+	}
+}
+
 // testInspectNotTLS: first bytes that are not TLS are routed with result
 // not_tls and empty SNI/ALPN, and delivered unchanged.
 func (s *suite) testInspectNotTLS(t *testing.T) {

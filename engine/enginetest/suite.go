@@ -89,6 +89,7 @@ func RunWith(t *testing.T, newEngine engine.Factory, o Options) {
 			{"Inspect/NoRoute", s.testInspectNoRoute},
 			{"Inspect/OneBytePerSegment", s.testInspectOneBytePerSegment},
 			{"Inspect/TwoRecords", s.testInspectTwoRecords},
+			{"Inspect/LargeHello", s.testInspectLargeHello},
 			{"Inspect/NotTLS", s.testInspectNotTLS},
 			{"Inspect/SilentClient", s.testInspectSilent},
 			{"Inspect/TooLarge", s.testInspectTooLarge},

@@ -190,9 +190,11 @@ func (e *Engine) resetPending() bool {
 
 func (e *Engine) admit(c *net.TCPConn) {
 	now := time.Now()
+	peer := c.RemoteAddr().(*net.TCPAddr).AddrPort()
 	ci := &engine.ConnInfo{
 		ID:       e.nextID.Add(1),
-		Client:   c.RemoteAddr().(*net.TCPAddr).AddrPort(),
+		Client:   peer,
+		Peer:     peer,
 		Local:    c.LocalAddr().(*net.TCPAddr).AddrPort(),
 		Accepted: now,
 	}
@@ -200,35 +202,73 @@ func (e *Engine) admit(c *net.TCPConn) {
 		// Too few descriptors left for the relay (sockets, pipes) and the
 		// rest of bal: reset it now rather than fail half-way.
 		e.policy.Refused(ci, engine.RejectLimit)
-		_ = c.SetLinger(0)
-		_ = c.Close()
+		resetConn(c)
 		return
 	}
-	if !e.policy.Admit(ci) {
-		_ = c.SetLinger(0) // reset: no TIME_WAIT piles up
-		_ = c.Close()
+	t := e.opts.Tunables.Load()
+	if t.ProxyIn == engine.ProxyInOff && !t.Inspect {
+		// Nothing to read before a backend is chosen: admit here, on the
+		// accept loop, and relay.
+		if !e.policy.Admit(ci) {
+			resetConn(c) // no TIME_WAIT piles up
+			return
+		}
+		p := &pair{e: e, ci: ci, client: c, t: t, start: now, admitted: true}
+		if !e.register(p) { // raced with Drain/Close: refuse like a closed listener
+			resetConn(c)
+			e.policy.Closed(ci, engine.CloseInfo{Reason: engine.CloseDrained})
+			return
+		}
+		go p.run()
 		return
 	}
-	p := &pair{e: e, ci: ci, client: c}
+	if t.ProxyIn != engine.ProxyInOff && !t.Trusted.Contains(peer.Addr()) {
+		// Only a trusted upstream may say who the client is; nothing is
+		// read from anyone else.
+		e.policy.Refused(ci, engine.RejectProxyHeader)
+		resetConn(c)
+		return
+	}
+	// The PROXY header and the ClientHello are read on the connection's
+	// own goroutine, which then admits, routes and relays. Until Admit it
+	// is tracked (Drain waits for it, Close ends it) but not counted.
+	p := &pair{e: e, ci: ci, client: c, t: t, start: now}
+	if !e.register(p) {
+		resetConn(c)
+		return
+	}
+	go p.serve()
+}
+
+// register tracks p until finished, unless the engine already stopped
+// accepting. An admitted p is counted in Stats from here.
+func (e *Engine) register(p *pair) bool {
 	e.mu.Lock()
-	if e.stopped { // raced with Drain/Close: refuse like a closed listener
+	if e.stopped {
 		e.mu.Unlock()
-		_ = c.SetLinger(0)
-		_ = c.Close()
-		e.policy.Closed(ci, engine.CloseInfo{Reason: engine.CloseDrained})
-		return
+		return false
 	}
 	e.pairs[p] = struct{}{}
 	e.conns.Add(1)
 	e.mu.Unlock()
-	e.stats.accepted.Add(1)
-	e.stats.active.Add(1)
-	go p.run()
+	if p.admitted {
+		e.stats.accepted.Add(1)
+		e.stats.active.Add(1)
+	}
+	return true
+}
+
+// resetConn closes c with a reset (SO_LINGER 0).
+func resetConn(c *net.TCPConn) {
+	_ = c.SetLinger(0)
+	_ = c.Close()
 }
 
 // finished is called once by each pair when both its sockets are closed.
 func (e *Engine) finished(p *pair) {
-	e.stats.active.Add(^uint64(0))
+	if p.admitted {
+		e.stats.active.Add(^uint64(0))
+	}
 	e.mu.Lock()
 	delete(e.pairs, p)
 	if e.stopped && len(e.pairs) == 0 {

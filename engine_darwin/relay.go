@@ -17,14 +17,18 @@ import (
 // pair is one proxied connection: the client socket, the backend socket once
 // connected, and the two copy directions between them.
 type pair struct {
-	e       *Engine
-	ci      *engine.ConnInfo
-	client  *net.TCPConn
-	start   time.Time
-	idle    time.Duration // 0 = no idle timeout
-	grace   time.Duration
-	bytesIn atomic.Int64 // client → backend
-	bytesUp atomic.Int64 // backend → client
+	e      *Engine
+	ci     *engine.ConnInfo
+	client *net.TCPConn
+	t      *engine.Tunables // read once, at accept
+	start  time.Time        // ci.Accepted
+	// admitted: Admit returned true (counted in Stats, reported Closed).
+	// Set before the connection's goroutine starts, or by it.
+	admitted bool
+	idle     time.Duration // 0 = no idle timeout
+	grace    time.Duration
+	bytesIn  atomic.Int64 // client → backend
+	bytesUp  atomic.Int64 // backend → client
 
 	// Idle tracking, in nanoseconds since start. Every chunk moved touches
 	// lastActive; the read deadlines of both sockets are kept at roughly
@@ -72,10 +76,19 @@ func (p *pair) abort(r engine.CloseReason, rst bool) {
 	}
 }
 
+// run serves a connection that was admitted at accept (a service that
+// neither reads a PROXY header nor inspects): nothing is read from the
+// client before the relay.
 func (p *pair) run() {
-	p.start = p.ci.Accepted
 	defer p.e.finished(p)
-	t := p.e.opts.Tunables.Load()
+	p.relay(nil)
+}
+
+// relay connects a backend, sends it the outbound PROXY header and the
+// client bytes already read (first, nil when none were), and copies both
+// directions until the connection ends; then it reports Closed.
+func (p *pair) relay(first *firstBytes) {
+	t := p.t
 	p.idle = t.IdleTimeout
 	p.grace = min(p.idle/4, time.Second)
 
@@ -96,13 +109,16 @@ func (p *pair) run() {
 		return
 	}
 	p.ci.Backend = target
-	if t.ProxyProtocol != engine.ProxyOff {
+	if first != nil {
+		err = p.writeFirst(backend, first)
+	} else if t.ProxyProtocol != engine.ProxyOff {
 		var buf [proxyproto.MaxLen]byte
-		if _, err := backend.Write(proxyproto.Append(buf[:0], t.ProxyProtocol, p.ci.Client, p.ci.Local)); err != nil {
-			p.abort(engine.CloseBackendReset, true)
-			p.report()
-			return
-		}
+		_, err = backend.Write(proxyproto.Append(buf[:0], t.ProxyProtocol, p.ci.Client, p.ci.Local))
+	}
+	if err != nil {
+		p.abort(engine.CloseBackendReset, true)
+		p.report()
+		return
 	}
 	p.touch()
 	p.copying.Store(2)
@@ -117,6 +133,26 @@ func (p *pair) run() {
 	_ = p.client.Close()
 	_ = backend.Close()
 	p.report()
+}
+
+// writeFirst sends the outbound PROXY header (if any) and the client
+// payload read before the backend was chosen, in one write, and releases
+// first's buffer.
+func (p *pair) writeFirst(backend *net.TCPConn, first *firstBytes) error {
+	defer first.release()
+	var buf [proxyproto.MaxLen]byte
+	hdr := proxyproto.Append(buf[:0], p.t.ProxyProtocol, p.ci.Client, p.ci.Local)
+	payload := first.payload()
+	if len(hdr)+len(payload) == 0 {
+		return nil
+	}
+	bufs := net.Buffers{hdr, payload}
+	n, err := bufs.WriteTo(backend) // consumes bufs
+	if moved := n - int64(len(hdr)); moved > 0 {
+		p.bytesIn.Add(moved)
+		p.e.stats.bytesIn.Add(uint64(moved))
+	}
+	return err
 }
 
 func (p *pair) report() {

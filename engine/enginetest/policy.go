@@ -23,6 +23,10 @@ type Policy struct {
 	// OnRoute, when set, decides Route (tests route by c.Hello); nil routes
 	// every connection.
 	OnRoute func(*engine.ConnInfo) bool
+	// Routes, when set, is Route's pool choice: Pick then offers only the
+	// targets it returns (round robin, each once); false means no route.
+	// It runs after OnRoute.
+	Routes func(*engine.ConnInfo) ([]netip.AddrPort, bool)
 
 	mu      sync.Mutex
 	targets []netip.AddrPort
@@ -31,6 +35,7 @@ type Policy struct {
 	rr       atomic.Uint64
 	active   atomic.Int64
 	admitted atomic.Int64
+	routed   atomic.Int64
 	rejected map[engine.RejectReason]int64 // under mu
 	closed   chan Closed
 	replies  replies // UDP flows' first replies (FlowObserver)
@@ -80,14 +85,29 @@ func (p *Policy) Admit(c *engine.ConnInfo) bool {
 // Refused implements engine.Policy.
 func (p *Policy) Refused(c *engine.ConnInfo, r engine.RejectReason) { p.count(r) }
 
-// Route implements engine.Policy: OnRoute decides; a connection it refuses
-// is counted as RejectNoRoute.
+// Route implements engine.Policy: OnRoute and Routes decide; a connection
+// they refuse is counted as RejectNoRoute.
 func (p *Policy) Route(c *engine.ConnInfo) bool {
-	if p.OnRoute == nil || p.OnRoute(c) {
-		return true
+	p.routed.Add(1)
+	if p.OnRoute != nil && !p.OnRoute(c) {
+		p.count(engine.RejectNoRoute)
+		return false
 	}
-	p.count(engine.RejectNoRoute)
-	return false
+	if p.Routes != nil {
+		targets, ok := p.Routes(c)
+		if !ok {
+			p.count(engine.RejectNoRoute)
+			return false
+		}
+		c.PolicyState = &routed{targets: targets}
+	}
+	return true
+}
+
+// routed is the PolicyState of a connection Routes chose a pool for.
+type routed struct {
+	targets []netip.AddrPort
+	start   int
 }
 
 func (p *Policy) count(r engine.RejectReason) {
@@ -100,15 +120,27 @@ func (p *Policy) count(r engine.RejectReason) {
 func (p *Policy) Pick(c *engine.ConnInfo, attempt int) (engine.Target, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	n := len(p.targets)
+	targets := p.targets
+	r, _ := c.PolicyState.(*routed)
+	if r != nil {
+		targets = r.targets
+	}
+	n := len(targets)
 	if attempt >= n {
 		return engine.Target{}, false
 	}
 	if attempt == 0 {
-		c.PolicyState = int(p.rr.Add(1) - 1)
+		if r != nil {
+			r.start = int(p.rr.Add(1) - 1)
+		} else {
+			c.PolicyState = int(p.rr.Add(1) - 1)
+		}
 	}
 	start, _ := c.PolicyState.(int)
-	a := p.targets[(start+attempt)%n]
+	if r != nil {
+		start = r.start
+	}
+	a := targets[(start+attempt)%n]
 	return engine.Target{Addr: a, Name: a.String()}, true
 }
 
@@ -137,6 +169,9 @@ func (p *Policy) Dials() []Dial {
 
 // Active is the number of admitted connections not yet Closed.
 func (p *Policy) Active() int64 { return p.active.Load() }
+
+// Routed is the number of Route calls.
+func (p *Policy) Routed() int64 { return p.routed.Load() }
 
 // Admitted is the number of Admit calls that returned true.
 func (p *Policy) Admitted() int64 { return p.admitted.Load() }

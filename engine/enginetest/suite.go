@@ -26,6 +26,16 @@ type Options struct {
 	// LeakOptions are passed to goleak (e.g. to ignore a process-wide pool
 	// the engine's library starts once and never stops).
 	LeakOptions []goleak.Option
+	// Inspection runs the cases of services that inspect the ClientHello
+	// (Tunables.Inspect): routing by SNI, ALPN and source, hellos split
+	// over segments and records, not-TLS, silent, oversized and vanishing
+	// clients, and bulk transfer behind a hello.
+	Inspection bool
+	// ProxyIn runs the cases of services that read a PROXY header from an
+	// upstream balancer (Tunables.ProxyIn): trusted, LOCAL, untrusted,
+	// malformed and silent peers. With Inspection it also runs a PROXY
+	// header before the hello.
+	ProxyIn bool
 }
 
 // Run runs the whole conformance suite against engines made by newEngine.
@@ -69,6 +79,43 @@ func RunWith(t *testing.T, newEngine engine.Factory, o Options) {
 		{"AddrInUse", s.testAddrInUse},
 		{"Stats", s.testStats},
 		{"InvalidOptions", s.testInvalidOptions},
+	}
+	if o.Inspection {
+		tests = append(tests, []struct {
+			name string
+			fn   func(t *testing.T)
+		}{
+			{"Inspect/SNIRouting", s.testInspectSNI},
+			{"Inspect/ALPNRouting", s.testInspectALPN},
+			{"Inspect/SourceRouting", s.testInspectSource},
+			{"Inspect/NoRoute", s.testInspectNoRoute},
+			{"Inspect/OneBytePerSegment", s.testInspectOneBytePerSegment},
+			{"Inspect/TwoRecords", s.testInspectTwoRecords},
+			{"Inspect/LargeHello", s.testInspectLargeHello},
+			{"Inspect/NotTLS", s.testInspectNotTLS},
+			{"Inspect/SilentClient", s.testInspectSilent},
+			{"Inspect/TooLarge", s.testInspectTooLarge},
+			{"Inspect/ClientCloses", s.testInspectClientCloses},
+			{"Inspect/Relay64MiB", s.testInspectRelay},
+		}...)
+	}
+	if o.ProxyIn {
+		tests = append(tests, []struct {
+			name string
+			fn   func(t *testing.T)
+		}{
+			{"ProxyIn/Trusted", s.testProxyIn},
+			{"ProxyIn/KeepsPeer", s.testProxyInLocal},
+			{"ProxyIn/Untrusted", s.testProxyInUntrusted},
+			{"ProxyIn/Malformed", s.testProxyInMalformed},
+			{"ProxyIn/Silent", s.testProxyInSilent},
+		}...)
+	}
+	if o.Inspection && o.ProxyIn {
+		tests = append(tests, struct {
+			name string
+			fn   func(t *testing.T)
+		}{"Inspect/AfterProxyHeader", s.testInspectAfterProxyHeader})
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, tt.fn)
@@ -851,6 +898,13 @@ func (s *suite) testInvalidOptions(t *testing.T) {
 		{"no connect timeout", tunables(func(t *engine.Tunables) { t.ConnectTimeout = 0 }), pol},
 		{"negative idle timeout", tunables(func(t *engine.Tunables) { t.IdleTimeout = -time.Second }), pol},
 		{"unknown PROXY protocol version", tunables(func(t *engine.Tunables) { t.ProxyProtocol = engine.ProxyV2 + 1 }), pol},
+		{"unknown inbound PROXY mode", tunables(func(t *engine.Tunables) {
+			t.ProxyIn, t.ProxyHeaderTimeout, t.Trusted = engine.ProxyInAny+1, time.Second, loopback
+		}), pol},
+		{"inbound PROXY without a header timeout", tunables(func(t *engine.Tunables) { t.ProxyIn, t.Trusted = engine.ProxyInV2, loopback }), pol},
+		{"inbound PROXY without trusted proxies", tunables(func(t *engine.Tunables) { t.ProxyIn, t.ProxyHeaderTimeout = engine.ProxyInV1, time.Second }), pol},
+		{"inspection without a timeout", tunables(func(t *engine.Tunables) { t.Inspect = true }), pol},
+		{"negative UDP idle timeout", tunables(func(t *engine.Tunables) { t.UDPIdleTimeout = -time.Second }), pol},
 		{"nil policy", good(), nil},
 	}
 	for _, tt := range tests {
@@ -870,6 +924,15 @@ func (s *suite) testInvalidOptions(t *testing.T) {
 	eng, err := s.newEngine(good(), pol)
 	if err != nil {
 		t.Fatalf("New with the fixed options: %v", err)
+	}
+	_ = eng.Close()
+	// The same tunables with every reading feature on and complete.
+	eng, err = s.newEngine(tunables(func(t *engine.Tunables) {
+		t.ProxyIn, t.ProxyHeaderTimeout, t.Trusted = engine.ProxyInAny, time.Second, loopback
+		t.Inspect, t.InspectTimeout = true, time.Second
+	}), pol)
+	if err != nil {
+		t.Fatalf("New with PROXY in and inspection set up: %v", err)
 	}
 	_ = eng.Close()
 }
